@@ -1,0 +1,7 @@
+"""python -m mace_e0_plugin: the mace-e0 command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""``mace-e0``: estimate, inspect and apply E0s without starting a training run.
+
+    mace-e0 estimate MODEL DATA [DATA ...] --energy-key KEY [options]
+    mace-e0 show MODEL
+    mace-e0 apply MODEL E0S.json --output NEW.model [--head NAME]
+
+``estimate`` goes through the same collection and solve as ``mace_run_train --E0s=linear_system``,
+and writes the same report. Under ``torchrun --nproc_per_node=K`` it shards the data.
+"""
+
+import argparse
+import os
+import sys
+import warnings
+from typing import List, Optional
+
+from .errors import E0InputError
+
+PROG = "mace-e0"
+
+
+# -- estimate -------------------------------------------------------------------------------------
+def estimate(args) -> int:
+    import torch
+
+    from .datasets import load_data, read_model
+    from .estimate import HeadRequest, estimate_e0s
+    from .models import model_atomic_numbers, model_heads, read_e0s, select_head
+    from .priors import check_prior_source, choose_prior, prior_vector, read_prior_file
+    from .report import e0s_mapping, format_estimate, write_json, write_report
+
+    outputs = [p for p in (args.output, args.e0s_json, args.plot) if p]
+    _refuse_overwrite(outputs, args.force)
+    check_prior_source(args.prior, "--prior")
+    distributed, rank = _start_distributed(args.device)
+    torch.set_default_dtype(getattr(torch, args.dtype))  # graphs are built in this dtype
+    model = read_model(args.model).to(device=args.device, dtype=getattr(torch, args.dtype))
+    heads = model_heads(model)
+    index = select_head(heads, args.head)
+    data = load_data(args.data, model, heads[index], args.energy_key)
+    file_prior = None if args.prior in (None, "foundation") else read_prior_file(args.prior, args.energy_key, "--prior")
+    prior, label = choose_prior(args.prior, file_prior, data.isolated_atoms)
+    start = dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
+    prior_e0s, fell_back = prior_vector(model_atomic_numbers(model), prior or start, start)
+    request = HeadRequest(name=heads[index], index=index, dataset=data.dataset, prior_e0s=prior_e0s,
+                          weighting=args.weighting, source=data.source)
+    result = estimate_e0s(model, [request], args.device, batch_size=args.batch_size,
+                          num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
+                          sample_limit=20_000 if args.plot else 0)
+    if rank != 0:
+        return 0
+    note = f" (elements it lacks keep the model's E0s: {len(fell_back)})" if fell_back and prior else ""
+    print(f"prior: {label}{note}")
+    print(format_estimate(result))
+    solution = result.solutions[heads[index]]
+    if args.output:
+        print(f"report: {write_report(args.output, result)}")
+    if args.e0s_json:
+        print(f"E0s for mace_run_train --E0s={write_json(args.e0s_json, e0s_mapping(solution))}")
+    if args.plot:
+        from .plot import plot_solution
+
+        print(f"figure: {plot_solution(args.plot, heads[index], solution, result.samples.get(heads[index]))}")
+    return 0
+
+
+def _start_distributed(device: str):
+    """Under torchrun (WORLD_SIZE > 1): join the process group; every rank takes a shard."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, 0
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
+    return True, torch.distributed.get_rank()
+
+
+def _refuse_overwrite(paths: List[str], force: bool) -> None:
+    for path in paths:
+        if os.path.exists(path) and not force:
+            raise E0InputError(f"{path} exists; pass --force to write over it.")
+
+
+# -- show -----------------------------------------------------------------------------------------
+def show(args) -> int:
+    from ase.data import chemical_symbols
+
+    from .datasets import read_model
+    from .models import model_atomic_numbers, model_heads, read_e0s
+
+    model = read_model(args.model)
+    heads = model_heads(model)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    print(f"{args.model}: {type(model).__name__}, {dtype}, r_max {float(model.r_max):g} A, "
+          f"heads: {', '.join(heads)}")
+    numbers = model_atomic_numbers(model)
+    for index, head in enumerate(heads):
+        print(f"head '{head}'")
+        print(f"  {'El':<3} {'Z':>3}  {'E0 / eV':>24}")
+        for z, e0 in zip(numbers, read_e0s(model, index)):
+            print(f"  {chemical_symbols[z]:<3} {z:>3}  {e0!r:>24}")
+    return 0
+
+
+# -- apply ----------------------------------------------------------------------------------------
+def apply(args) -> int:
+    import torch
+    from ase.data import chemical_symbols
+
+    from .datasets import read_model
+    from .models import model_atomic_numbers, model_heads, read_e0s, select_head, write_e0s
+    from .priors import read_e0s_json
+
+    if os.path.exists(args.output) and not args.force:
+        same = os.path.exists(args.model) and os.path.samefile(args.output, args.model)
+        raise E0InputError(f"--output {args.output} {'is MODEL itself' if same else 'exists'}; "
+                           "pass --force to write over it.")
+    model = read_model(args.model)
+    heads = model_heads(model)
+    index = select_head(heads, args.head)
+    new = read_e0s_json(args.e0s, "E0S")
+    numbers = model_atomic_numbers(model)
+    unknown = sorted(set(new) - set(numbers))
+    if unknown:
+        raise E0InputError(f"E0S {args.e0s}: the model has no {', '.join(chemical_symbols[z] for z in unknown)}; "
+                           f"it has {', '.join(chemical_symbols[z] for z in numbers)}.")
+    row = [new.get(z, old) for z, old in zip(numbers, read_e0s(model, index))]
+    write_e0s(model, index, row)
+    torch.save(model, args.output)
+    kept = [chemical_symbols[z] for z in numbers if z not in new]
+    print(f"wrote {args.output}: head '{heads[index]}' with the E0s of "
+          f"{', '.join(chemical_symbols[z] for z in numbers if z in new)}"
+          + (f"; kept {', '.join(kept)}" if kept else ""))
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    command = commands.add_parser("estimate", help="re-estimate a model's E0s on data")
+    command.set_defaults(run=estimate)
+    command.add_argument("model", metavar="MODEL", help="a MACE .model file")
+    command.add_argument("data", metavar="DATA", nargs="+", help="extxyz (or any ASE format), MACE h5, or LMDB")
+    command.add_argument("--energy-key", required=True, help="info key of the reference energy in extxyz DATA")
+    command.add_argument("--head", help="head of a multihead model (default: mace's, the first that is not pt_head)")
+    command.add_argument("--prior", default=None,
+                         help="'foundation' (the model's E0s), a JSON {Z: eV}, or an extxyz of isolated atoms; "
+                              "default: DATA's config_type=IsolatedAtom frames if any, else 'foundation'")
+    command.add_argument("--weighting", default="per_atom", choices=["per_atom", "total"],
+                         help="per_atom: MACE's energy loss (default); total: unweighted total energies")
+    command.add_argument("--batch-size", type=int, default=32)
+    command.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that build the graphs")
+    command.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    command.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    command.add_argument("--output", help="write the JSON report here")
+    command.add_argument("--e0s-json", help="write {Z: eV} here, for mace_run_train --E0s=FILE")
+    command.add_argument("--plot", help="write a figure (PNG) here")
+    command.add_argument("--force", action="store_true", help="write over existing outputs")
+
+    command = commands.add_parser("show", help="print a model's E0s per head and element")
+    command.set_defaults(run=show)
+    command.add_argument("model", metavar="MODEL")
+
+    command = commands.add_parser("apply", help="copy a model with one head's E0s replaced")
+    command.set_defaults(run=apply)
+    command.add_argument("model", metavar="MODEL")
+    command.add_argument("e0s", metavar="E0S.json", help="{Z: eV}, as written by estimate --e0s-json")
+    command.add_argument("--output", required=True, help="the new model file")
+    command.add_argument("--head", help="the head whose E0s to replace (default: mace's)")
+    command.add_argument("--force", action="store_true", help="write over an existing file, MODEL included")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    for noise in ("Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "The TorchScript type system"):
+        warnings.filterwarnings("ignore", message=noise)  # mace's and e3nn's, not the user's concern
+    if getattr(args, "device", "cpu") is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return args.run(args)
+    except E0InputError as error:
+        print(f"{PROG}: error: {error.message}", file=sys.stderr)
+        return 2
+    except Exception as error:  # one line, not a traceback, unless asked for
+        if args.traceback:
+            raise
+        print(f"{PROG}: error: {type(error).__name__}: {error} (--traceback for details)", file=sys.stderr)
+        return 1

@@ -1,0 +1,94 @@
+"""Running the model over data into an ``E0LinearSystem`` (glue to mace's data and models).
+
+One energy-only, no-grad pass in eval mode, batched, on the model's device. Everything per batch
+stays on that device: the host sees nothing until the statistics are solved.
+"""
+
+import contextlib
+from typing import Iterable, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from .linear_system import E0LinearSystem
+
+
+def element_counts(batch) -> torch.Tensor:
+    """[n_graphs, n_elements] atoms of each element per config, from the one-hot node attributes."""
+    n_graphs = batch.ptr.numel() - 1
+    counts = torch.zeros(n_graphs, batch.node_attrs.shape[1], dtype=batch.node_attrs.dtype,
+                         device=batch.node_attrs.device)
+    return counts.index_add_(0, batch.batch, batch.node_attrs)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """This rank's share, strided: every config on exactly one rank, no padding duplicates."""
+    if world_size <= 1:
+        return dataset
+    return Subset(dataset, range(rank, len(dataset), world_size))
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
+    from mace.tools import torch_geometric
+
+    return torch_geometric.dataloader.DataLoader(
+        dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=False,
+        num_workers=num_workers, pin_memory=pin_memory)
+
+
+class ResidualSample:
+    """Counts and residuals of the first ``limit`` configs, for plots: a fixed cost however large
+    the data. Kept on the device and copied to the host once, by ``arrays``."""
+
+    def __init__(self, limit: int = 20_000):
+        self.limit = limit
+        self._parts = []
+        self._size = 0
+
+    def add(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
+        take = min(self.limit - self._size, counts.shape[0])
+        if take > 0:
+            self._parts.append((counts[:take], residuals[:take], loss_weights[:take]))
+            self._size += take
+
+    def arrays(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(counts [k, n_elements], residuals [k]) of the sampled configs that have an energy."""
+        if not self._parts:
+            return np.zeros((0, 0)), np.zeros(0)
+        counts, residuals, weights = (torch.cat(parts).double().cpu().numpy() for parts in zip(*self._parts))
+        usable = (weights > 0) & np.isfinite(residuals)
+        return counts[usable], residuals[usable]
+
+
+@torch.no_grad()
+def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem,
+               device: torch.device, progress: Optional[str] = None,
+               sample: Optional[ResidualSample] = None) -> E0LinearSystem:
+    """Add every batch to ``system``: residuals of the model's energies under its current E0s."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=progress, unit="batch", mininterval=2.0, leave=False)
+    with evaluation_mode(model):
+        for batch in batches:
+            batch = batch.to(device)
+            output = model(batch.to_dict(), training=False, compute_force=False,
+                           compute_virials=False, compute_stress=False)
+            counts = element_counts(batch)
+            residuals = batch.energy - output["energy"]
+            loss_weights = batch.weight * batch.energy_weight
+            system.update(counts, residuals, loss_weights)
+            if sample is not None:
+                sample.add(counts, residuals, loss_weights)
+    return system

@@ -1,0 +1,140 @@
+"""Reading a MACE model and data files into graphs for it, for ``mace-e0`` (glue to mace's
+readers: extxyz through ASE, h5 from mace_prepare_data, and LMDB)."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from .errors import E0InputError
+from .models import model_atomic_numbers, model_heads
+
+ISOLATED_ATOM = "IsolatedAtom"
+
+
+def read_model(path: str, device: str = "cpu") -> torch.nn.Module:
+    if not os.path.isfile(path):
+        raise E0InputError(f"MODEL {path}: no such file.")
+    import mace  # noqa: F401  (lets torch.load unpickle mace models, and e3nn import)
+
+    try:
+        model = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # torch raises many types for files it cannot unpickle
+        raise E0InputError(f"MODEL {path}: cannot read it as a MACE model ({type(error).__name__}: "
+                           f"{error}); give a .model file saved by mace, not a *_compiled.model.") from None
+    if not hasattr(model, "atomic_energies_fn") or not hasattr(model, "atomic_numbers"):
+        raise E0InputError(f"MODEL {path}: {type(model).__name__} is not a MACE model with E0s.")
+    return model
+
+
+class ConfigGraphs(Dataset):
+    """Graphs built on first use (in DataLoader workers when there are any), each exactly once."""
+
+    def __init__(self, configs, z_table, r_max: float, heads: Sequence[str]):
+        self.configs, self.z_table, self.r_max, self.heads = configs, z_table, r_max, list(heads)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def __getitem__(self, index: int):
+        from mace import data
+
+        return data.AtomicData.from_config(self.configs[index], z_table=self.z_table,
+                                           cutoff=self.r_max, heads=self.heads)
+
+
+@dataclass
+class LoadedData:
+    dataset: Dataset
+    isolated_atoms: Dict[int, float] = field(default_factory=dict)  # IsolatedAtom frames: a prior
+    source: str = ""
+
+
+def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_key: str) -> LoadedData:
+    """Every DATA file as graphs for ``model``'s head ``head``."""
+    from mace.tools.utils import AtomicNumberTable
+
+    z_table = AtomicNumberTable(model_atomic_numbers(model))
+    heads = model_heads(model)
+    r_max = float(model.r_max)
+    parts: List[Dataset] = []
+    isolated: Dict[int, float] = {}
+    for path in paths:
+        kind = _kind(path)
+        if kind == "xyz":
+            graphs, atoms_energies = _read_ase(path, z_table, r_max, heads, head, energy_key)
+            parts.append(graphs)
+            isolated.update(atoms_energies)
+        else:
+            parts.append(_read_prepared(path, kind, z_table, r_max, heads, head))
+    source = f"{', '.join(paths)} (energy key '{energy_key}')"
+    return LoadedData(parts[0] if len(parts) == 1 else ConcatDataset(parts), isolated, source)
+
+
+def _kind(path: str) -> str:
+    location = Path(path)
+    if not location.exists():
+        raise E0InputError(f"DATA {path}: no such file or folder.")
+    if location.is_dir():
+        names = os.listdir(location)
+        if location.name.endswith("_lmdb") or any(n.endswith((".aselmdb", ".lmdb")) for n in names):
+            return "lmdb"
+        if any(n.endswith((".h5", ".hdf5")) for n in names):
+            return "h5-folder"
+        raise E0InputError(f"DATA {path}: a folder, but with neither LMDB nor h5 files in it.")
+    if location.suffix in (".h5", ".hdf5"):
+        return "h5"
+    if location.suffix in (".aselmdb", ".lmdb"):
+        return "lmdb"
+    return "xyz"
+
+
+def _read_prepared(path, kind, z_table, r_max, heads, head):
+    from mace import data
+
+    options = dict(r_max=r_max, z_table=z_table, heads=heads, head=head)
+    try:
+        if kind == "h5":
+            return data.HDF5Dataset(path, **options)
+        if kind == "h5-folder":
+            return data.dataset_from_sharded_hdf5(path, **options)
+        return data.LMDBDataset(path, **options)
+    except Exception as error:  # h5py and lmdb raise their own types
+        raise E0InputError(f"DATA {path}: cannot read it as {kind} ({error}).") from None
+
+
+def _read_ase(path, z_table, r_max, heads, head, energy_key):
+    import ase.io
+    from mace import data
+
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:  # ase raises many types for unreadable files
+        raise E0InputError(f"DATA {path}: ASE cannot read it ({error}).") from None
+    key = energy_key
+    if energy_key == "energy":  # ase keeps 'energy' in the calculator, not in info
+        key = "REF_energy"
+        for atoms in frames:
+            if atoms.calc is not None and "energy" in atoms.calc.results:
+                atoms.info[key] = atoms.calc.results["energy"]
+    if not any(key in atoms.info for atoms in frames):
+        raise E0InputError(f"DATA {path}: no config has an energy under --energy-key {energy_key}; "
+                           f"its info keys are {sorted({k for a in frames for k in a.info})}.")
+    known = set(z_table.zs)
+    for index, atoms in enumerate(frames):
+        unknown = sorted(set(int(z) for z in atoms.numbers) - known)
+        if unknown:
+            from ase.data import chemical_symbols
+
+            raise E0InputError(f"DATA {path}: config {index} contains "
+                               f"{', '.join(chemical_symbols[z] for z in unknown)}, which the model has "
+                               f"no E0 for (it has {', '.join(chemical_symbols[z] for z in z_table.zs)}).")
+    isolated = {int(a.numbers[0]): float(a.info[key]) for a in frames
+                if len(a) == 1 and a.info.get("config_type") == ISOLATED_ATOM and key in a.info}
+    keys = data.KeySpecification(info_keys={"energy": key}, arrays_keys={})
+    configs = [data.config_from_atoms(a, key_specification=keys, head_name=head) for a in frames
+               if not (len(a) == 1 and a.info.get("config_type") == ISOLATED_ATOM)]
+    return ConfigGraphs(configs, z_table, r_max, heads), isolated

@@ -1,0 +1,107 @@
+"""Collect and solve E0s for one or more heads of a model: the one path that both the
+``mace_run_train`` hook and the ``mace-e0`` command go through."""
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .collect import ResidualSample, accumulate, make_loader, shard
+from .errors import E0InputError
+from .linear_system import E0LinearSystem, E0Solution, all_reduce_
+from .models import model_atomic_numbers, read_e0s
+
+
+@dataclass
+class HeadRequest:
+    """What to estimate for one head of the model."""
+
+    name: str
+    index: int  # the head's row in the model's E0 buffer
+    dataset: Dataset  # that head's configs, as graphs for this model
+    prior_e0s: List[float]  # per element of the model, in its order
+    weighting: str = "per_atom"
+    source: str = "the training data"  # names the files and energy key in error messages
+
+
+@dataclass
+class Estimate:
+    solutions: Dict[str, E0Solution]
+    timing: Dict[str, float] = field(default_factory=dict)
+    samples: Dict[str, ResidualSample] = field(default_factory=dict)  # for plots, when asked for
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"heads": {name: s.to_dict() for name, s in self.solutions.items()},
+                "timing": dict(self.timing)}
+
+
+def _distributed_rank_and_size(distributed: bool):
+    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _synchronize(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device, batch_size: int,
+                 num_workers: int = 0, pin_memory: bool = False, distributed: bool = False,
+                 progress: bool = True, sample_limit: int = 0) -> Estimate:
+    """Run ``model`` once over each head's data (this rank's shard of it) and solve for E0s.
+
+    Under torch.distributed every rank must call this with the same requests; the statistics
+    are summed with one all-reduce and rank 0's E0s are broadcast, so all ranks agree bit for bit.
+    ``sample_limit`` > 0 keeps that many per-config residuals per head (of this rank's shard), for plots.
+    """
+    rank, world_size = _distributed_rank_and_size(distributed)
+    atomic_numbers = model_atomic_numbers(model)
+    started = time.perf_counter()
+    systems, samples = [], {}
+    for request in requests:
+        system = E0LinearSystem(atomic_numbers, request.weighting, device=device)
+        loader = make_loader(shard(request.dataset, rank, world_size), batch_size, num_workers, pin_memory)
+        label = f"E0s: head {request.name}" if progress and rank == 0 else None
+        sample = samples.setdefault(request.name, ResidualSample(sample_limit)) if sample_limit else None
+        systems.append(accumulate(model, loader, system, device, progress=label, sample=sample))
+    if world_size > 1:
+        all_reduce_(systems)
+    _synchronize(device)
+    inference_s = time.perf_counter() - started
+
+    for request, system in zip(requests, systems):
+        _check_usable(request, system)
+    started = time.perf_counter()
+    solutions = {
+        request.name: system.solve(read_e0s(model, request.index), request.prior_e0s)
+        for request, system in zip(requests, systems)
+    }
+    if world_size > 1:
+        _broadcast_e0s(list(solutions.values()), device)
+    solve_s = time.perf_counter() - started
+    return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples)
+
+
+def _check_usable(request: HeadRequest, system: E0LinearSystem) -> None:
+    if system.n_non_finite:
+        raise E0InputError(
+            f"head '{request.name}': {system.n_non_finite} config(s) in {request.source} have a "
+            "non-finite energy (NaN or inf, in the reference or the model's prediction); "
+            "remove or fix them before fine-tuning.")
+    if system.n_configs == 0:
+        raise E0InputError(
+            f"head '{request.name}': none of the {system.n_skipped} config(s) in {request.source} has "
+            "a usable energy (the key is missing or the energy weight is 0); check the energy key "
+            "(--energy_key) and that the file holds energies.")
+
+
+def _broadcast_e0s(solutions: List[E0Solution], device) -> None:
+    packed = torch.tensor([e for s in solutions for e in s.e0s], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(packed, src=0)
+    values = packed.tolist()
+    for solution in solutions:
+        count = len(solution.e0s)
+        solution.e0s, values = values[:count], values[count:]

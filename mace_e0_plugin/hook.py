@@ -1,0 +1,458 @@
+"""``mace_run_train --E0s=linear_system``: the plugin's life cycle inside mace's training run.
+
+The public functions below are named after the step of the run at which they act, in order:
+
+    add_arguments(parser)                   our options, in mace's own parser (--help, YAML)
+    configure(args)                         read our options, fail early on bad ones
+    dataset_loaded(head, configs, atoms)    note a head's training set and IsolatedAtom energies
+    atomic_energies(E0s, z_table, ...)      E0s to build the model with: the foundation's
+    before_training(model, train_loader, ...)  collect, solve, write into every copy, report
+
+Two adapters call them. A mace-torch with the ``mace.plugins`` entry-point hook (patches/) calls
+``MacePlugin``. mace-torch 0.3.16 has none, so ``install()`` wraps the functions that lead to those
+steps (``tools.build_default_arg_parser``, ``tools.check_args``, ``get_dataset_from_xyz``,
+``get_atomic_energies``, ``tools.train``); the wrappers do nothing unless the run asked for
+``linear_system`` on at least one head.
+
+Why at the entry of training: by then the model is built, LoRA is injected, the cueq conversion
+and any checkpoint restore are done, and mace 0.3.16's ``load_foundations_elements`` has had its
+chance to overwrite ``atomic_energies`` with the foundation's. Writing any earlier would be undone.
+"""
+
+import ast
+import functools
+import importlib
+import inspect
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from .errors import E0InputError
+from .priors import FOUNDATION, check_prior_source, choose_prior, prior_vector, read_prior_file
+
+KEYWORD = "linear_system"
+PLOT_SAMPLE = 20_000  # configs kept per head for the figure
+SUPPORTED_MACE = "mace-torch 0.3.x (tested with 0.3.16)"
+_MARK = "_mace_e0_plugin_wraps"
+
+log = logging.getLogger("mace_e0_plugin")
+
+_run: Optional["LinearSystemRun"] = None  # the mace_run_train run in progress, if it uses linear_system
+
+
+# -- the life cycle -------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    """Our options, grouped in mace's parser so that --help and --config YAML files know them.
+    Each can also be set per head in a ``heads:`` YAML block."""
+    for action in parser._actions:  # pylint: disable=protected-access
+        if action.dest == "E0s" and KEYWORD not in (action.help or ""):
+            action.help = (f"{action.help}; or '{KEYWORD}' to re-estimate them from the foundation "
+                           "model's errors on the training data (mace-e0-plugin)")
+    group = parser.add_argument_group(
+        "E0 re-estimation (mace-e0-plugin)",
+        f"With --E0s={KEYWORD}, the model about to be trained is run over the training data before "
+        "the first epoch, and its E0s are corrected by least squares on E_ref - E_pred.")
+    group.add_argument(
+        "--E0s_prior", type=str, default=None,
+        help="E0s along the element combinations the data cannot determine (e.g. every frame has "
+             "the same stoichiometry): 'foundation' (the foundation model's E0s), a JSON file "
+             "{Z: eV}, or an extxyz of isolated atoms. Default: the training file's "
+             "config_type=IsolatedAtom frames if it has any, else 'foundation'.")
+    group.add_argument(
+        "--E0s_weighting", type=str, default="per_atom", choices=["per_atom", "total"],
+        help="'per_atom' (default) minimises MACE's energy loss, weight*((E_ref-E_pred)/N)^2; "
+             "'total' is the unweighted fit of total energies, as in --E0s=estimated.")
+
+
+@dataclass
+class HeadPlan:
+    """What one head asked for, and what mace told us about its data while loading."""
+
+    name: str
+    weighting: str
+    prior_source: Optional[str]  # --E0s_prior: None (automatic), 'foundation' or a file
+    file_prior: Optional[Dict[int, float]]  # read from that file at the start of the run
+    energy_key: str
+    train_files: List[str]
+    isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
+    n_train_configs: Optional[int] = None  # xyz heads: before mace replicates them for replay
+
+    @property
+    def source(self) -> str:
+        return f"{', '.join(self.train_files)} (energy key '{self.energy_key}')"
+
+
+class LinearSystemRun:
+    def __init__(self, args, heads: Dict[str, HeadPlan]):
+        self.args = args
+        self.heads = heads
+        self._foundation_e0s: Optional[Dict[int, float]] = None
+
+    def foundation_e0s(self) -> Dict[int, float]:
+        if self._foundation_e0s is None:
+            self._foundation_e0s = read_foundation_e0s(self.args)
+        return self._foundation_e0s
+
+
+def configure(args) -> Optional[LinearSystemRun]:
+    """Read our options for every head that asked for linear_system; fail before any data load."""
+    global _run
+    _run = None
+    heads = _head_dicts(args)
+    if str(heads.get("pt_head", {}).get("E0s", "")).lower() == KEYWORD:
+        raise E0InputError(f"--E0s={KEYWORD} cannot apply to pt_head: the replay head keeps the "
+                           "foundation's E0s. Set it on the fine-tuning heads only.")
+    requested = {name: head for name, head in heads.items()
+                 if name != "pt_head" and str(head.get("E0s", args.E0s)).lower() == KEYWORD}
+    if not requested:
+        return None
+    if args.foundation_model is None:
+        raise E0InputError(
+            f"--E0s={KEYWORD} corrects the E0s of a pretrained model and needs --foundation_model. "
+            "To train from scratch use --E0s=average, a JSON file of E0s, or isolated atoms in the "
+            "training file.")
+    plans = {}
+    for name, head in requested.items():
+        weighting = head.get("E0s_weighting", getattr(args, "E0s_weighting", "per_atom"))
+        if weighting not in ("per_atom", "total"):
+            raise E0InputError(f"head '{name}': E0s_weighting={weighting}; use 'per_atom' or 'total'.")
+        source = head.get("E0s_prior", getattr(args, "E0s_prior", None))
+        option = "--E0s_prior" if "E0s_prior" not in head else f"heads.{name}.E0s_prior"
+        check_prior_source(source, option)
+        energy_key = head.get("energy_key", args.energy_key)
+        file_prior = None if source in (None, FOUNDATION) else read_prior_file(source, energy_key, option)
+        train_files = head.get("train_file", args.train_file)
+        plans[name] = HeadPlan(name=name, weighting=weighting, prior_source=source, file_prior=file_prior,
+                               energy_key=energy_key,
+                               train_files=[train_files] if isinstance(train_files, str) else list(train_files or []))
+    _run = LinearSystemRun(args, plans)
+    return _run
+
+
+def _head_dicts(args) -> Dict[str, dict]:
+    heads = args.heads
+    if heads is None:
+        return {"Default": {}}
+    return dict(ast.literal_eval(heads) if isinstance(heads, str) else heads)
+
+
+def dataset_loaded(head_name: str, train_configs, isolated_atoms: Optional[dict]) -> bool:
+    """Note a linear_system head's training-set size (mace may later repeat it to balance replay
+    data) and its IsolatedAtom energies, a candidate prior. True if the head is ours."""
+    plan = _run.heads.get(head_name) if _run else None
+    if plan is None:
+        return False
+    plan.n_train_configs = len(train_configs)
+    if isolated_atoms:
+        plan.isolated_atoms = {int(z): float(e) for z, e in isolated_atoms.items()}
+    return True
+
+
+def atomic_energies(E0s, z_table, model_foundation=None) -> Optional[Dict[int, float]]:  # pylint: disable=invalid-name
+    """For --E0s=linear_system: the foundation's E0s, a well-defined placeholder to build the
+    model with, replaced before the first epoch. None for any other --E0s."""
+    if _run is None or not isinstance(E0s, str) or E0s.lower() != KEYWORD:
+        return None
+    if model_foundation is not None and _run._foundation_e0s is None:
+        _run._foundation_e0s = foundation_e0s(model_foundation, _run.args)
+    foundation = _run.foundation_e0s()
+    missing = [z for z in z_table.zs if z not in foundation]
+    if missing:
+        raise E0InputError(
+            f"the training data contain {_symbols(missing)}, which the foundation model "
+            f"--foundation_model={_run.args.foundation_model} has no E0 for. A fine-tune can only "
+            "use the foundation's elements: drop the configs with them, or choose a foundation that "
+            "covers them.")
+    log.info(f"--E0s={KEYWORD}: building the model with the foundation's E0s; they are re-estimated "
+             "from the training data before the first epoch")
+    return {z: foundation[z] for z in z_table.zs}
+
+
+def foundation_e0s(model, args) -> Dict[int, float]:
+    """A foundation model's E0s by element: of ``--foundation_head`` if it has several heads."""
+    from .models import model_atomic_numbers, model_heads, read_e0s, select_head
+
+    heads = model_heads(model)
+    index = select_head(heads, args.foundation_head, "--foundation_head") if len(heads) > 1 else 0
+    return dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
+
+
+def read_foundation_e0s(args) -> Dict[int, float]:
+    """mace 0.3.16 keeps its foundation model to itself, so we read ``--foundation_model`` again."""
+    return foundation_e0s(_load_foundation(args), args)
+
+
+def _load_foundation(args):
+    import torch
+
+    source = args.foundation_model
+    if os.path.isfile(source):
+        return torch.load(source, map_location="cpu", weights_only=False)
+    from mace.calculators import foundations_models as named
+
+    options = dict(device="cpu", default_dtype=args.default_dtype)
+    if source in getattr(named, "polar_model_names", []):
+        return named.mace_polar(model=source, return_raw_model=True, **options)
+    if source in [name for name in named.mace_mp_names if name]:
+        return named.mace_mp(model=source, return_raw_model=True, **options)
+    if source in ("small_off", "medium_off", "large_off"):
+        return named.mace_off(model=source.split("_")[0], return_raw_model=True, **options)
+    if source == "mace_omol":
+        return named.mace_omol(return_raw_model=True, **options)
+    raise E0InputError(f"--foundation_model={source}: no such file, and not a model name mace knows.")
+
+
+def _symbols(numbers) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in numbers)
+
+
+def before_training(model, train_loader, device, swa=None, distributed: bool = False,
+                    checkpoint_handler=None, rank: int = 0, **_unused) -> None:
+    """Collect, solve, write the new E0s into every copy of the model, and report."""
+    global _run
+    run, _run = _run, None
+    if run is None:
+        return
+    args = run.args
+    if _restored_from_checkpoint(args, checkpoint_handler):
+        log.info(f"--E0s={KEYWORD}: restarted from a checkpoint, whose E0s were already re-estimated; "
+                 "keeping them")
+        return
+    from .estimate import estimate_e0s
+    from .models import write_e0s
+    from .report import format_estimate, report_path, write_report
+
+    requests = _head_requests(run, model, train_loader.dataset)
+    log.info(f"--E0s={KEYWORD}: running the model over the training data of head(s) "
+             f"{', '.join(r.name for r in requests)} to re-estimate E0s")
+    plotting = bool(getattr(args, "plot", False)) and rank == 0
+    estimate = estimate_e0s(model, requests, device, batch_size=args.valid_batch_size,
+                            num_workers=args.num_workers, pin_memory=args.pin_memory,
+                            distributed=distributed, progress=(rank == 0),
+                            sample_limit=PLOT_SAMPLE if plotting else 0)
+    copies = [model] + ([swa.model] if swa is not None else [])
+    for request in requests:
+        for copy in copies:
+            write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
+    if rank == 0:
+        log.info("\n" + format_estimate(estimate))
+        path = write_report(report_path(args.results_dir, args.name), estimate)
+        log.info(f"--E0s={KEYWORD}: report written to {path}")
+        if plotting:
+            _plot(estimate, path)
+
+
+def _plot(estimate, report_file: str) -> None:
+    from .plot import plot_solution
+
+    stem = report_file[:-len(".json")]
+    for head, solution in estimate.solutions.items():
+        path = f"{stem}.png" if len(estimate.solutions) == 1 else f"{stem}_{head}.png"
+        try:
+            plot_solution(path, head, solution, estimate.samples.get(head))
+            log.info(f"--E0s={KEYWORD}: figure written to {path}")
+        except Exception as error:  # a figure is never worth a failed fine-tune
+            log.warning(f"--E0s={KEYWORD}: could not plot ({error})")
+
+
+def _head_requests(run: LinearSystemRun, model, dataset):
+    from .estimate import HeadRequest
+    from .models import model_atomic_numbers, model_heads
+
+    heads = model_heads(model)
+    datasets = _datasets_by_head(dataset, heads)
+    foundation = run.foundation_e0s()
+    elements = model_atomic_numbers(model)
+    requests = []
+    for name, plan in run.heads.items():
+        if name not in heads or name not in datasets:
+            raise E0InputError(f"head '{name}' asked for --E0s={KEYWORD} but has no training data "
+                               f"in this run (model heads: {', '.join(heads)}).")
+        prior, label = choose_prior(plan.prior_source, plan.file_prior, plan.isolated_atoms)
+        values, fell_back = prior_vector(elements, prior or foundation, foundation)
+        log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {label}"
+                 + (f"; it lacks {_symbols(fell_back)}, which keep the foundation's E0s" if fell_back else ""))
+        requests.append(HeadRequest(
+            name=name, index=heads.index(name), weighting=plan.weighting, prior_e0s=values,
+            dataset=_without_replication(datasets[name], plan.n_train_configs), source=plan.source))
+    return requests
+
+
+def _datasets_by_head(dataset, heads: List[str]) -> Dict[str, object]:
+    """mace concatenates one dataset per head (replay pt_head data included); each config
+    carries its head's index. Returns each head's dataset, the graphs training already built."""
+    from torch.utils.data import ConcatDataset
+
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    by_head: Dict[str, list] = {}
+    for part in parts:
+        if len(part) > 0:
+            by_head.setdefault(heads[int(part[0].head)], []).append(part)
+    return {head: p[0] if len(p) == 1 else ConcatDataset(p) for head, p in by_head.items()}
+
+
+def _without_replication(dataset, n_original: Optional[int]):
+    """Multihead fine-tuning repeats the fine-tuning configs to balance a large replay set
+    (``train += train * k``). Each config counts once: keep the first copy."""
+    from torch.utils.data import Subset
+
+    if not n_original or len(dataset) <= n_original or len(dataset) % n_original:
+        return dataset
+    if not (dataset[0].positions.shape == dataset[n_original].positions.shape
+            and bool((dataset[0].positions == dataset[n_original].positions).all())):
+        return dataset
+    return Subset(dataset, range(n_original))
+
+
+def _restored_from_checkpoint(args, checkpoint_handler) -> bool:
+    if not getattr(args, "restart_latest", False) or checkpoint_handler is None:
+        return False
+    io = checkpoint_handler.io
+    if not os.path.isdir(io.directory):
+        return False
+    prefix = f"{io.tag}_epoch-"
+    return any(name.startswith(prefix) and name.endswith(".pt") for name in os.listdir(io.directory))
+
+
+# -- adapter for a mace with the ``mace.plugins`` entry-point hook (see patches/) -----------------
+class MacePlugin:
+    """The ``mace.plugins`` entry point: mace calls these with keyword arguments."""
+
+    @staticmethod
+    def add_arguments(parser):
+        if not is_disabled():
+            add_arguments(parser)
+
+    @staticmethod
+    def configure(args):
+        if not is_disabled():
+            configure(args)
+
+    @staticmethod
+    def dataset_loaded(head_config, args):  # pylint: disable=unused-argument
+        collections = head_config.collections
+        dataset_loaded(head_config.head_name, collections.train if collections else [],
+                       head_config.atomic_energies_dict)
+
+    @staticmethod
+    def atomic_energies(head_config, z_table, model_foundation=None, args=None):  # pylint: disable=unused-argument
+        return atomic_energies(head_config.E0s, z_table, model_foundation)
+
+    @staticmethod
+    def before_training(args=None, **train_kwargs):  # pylint: disable=unused-argument
+        before_training(**train_kwargs)
+
+
+def is_disabled() -> bool:
+    from ._bootstrap import is_disabled as environment_says_off
+
+    return environment_says_off()
+
+
+def mace_has_plugin_hook() -> bool:
+    """A mace-torch that calls ``mace.plugins`` entry points itself needs no wrappers."""
+    import importlib.util
+
+    return importlib.util.find_spec("mace.tools.plugins") is not None
+
+
+# -- adapter for mace-torch 0.3.x without the hook: wrappers -----------------------------------------
+def _wrap_build_default_arg_parser(original):
+    def build_default_arg_parser(*args, **kwargs):
+        parser = original(*args, **kwargs)
+        add_arguments(parser)
+        return parser
+    return build_default_arg_parser
+
+
+def _wrap_check_args(original):
+    def check_args(args):
+        args, messages = original(args)
+        configure(args)
+        return args, messages
+    return check_args
+
+
+def _wrap_get_dataset_from_xyz(original):
+    def get_dataset_from_xyz(*args, **kwargs):
+        collections, isolated_atoms = original(*args, **kwargs)
+        if dataset_loaded(kwargs.get("head_name", "Default"), collections.train, isolated_atoms):
+            isolated_atoms = None  # else mace would build from them and ignore --E0s
+        return collections, isolated_atoms
+    return get_dataset_from_xyz
+
+
+def _wrap_get_atomic_energies(original):
+    def get_atomic_energies(E0s, train_collection, z_table, *args, **kwargs):  # pylint: disable=invalid-name
+        placeholder = atomic_energies(E0s, z_table)
+        if placeholder is not None:
+            return placeholder
+        return original(E0s, train_collection, z_table, *args, **kwargs)
+    return get_atomic_energies
+
+
+def _wrap_train(original):
+    signature = inspect.signature(original)
+
+    def train(*args, **kwargs):
+        if _run is not None:
+            before_training(**signature.bind(*args, **kwargs).arguments)
+        return original(*args, **kwargs)
+    return train
+
+
+# (module, attribute, wrapper factory). mace.cli.run_train binds the middle two with
+# ``from ... import``, so they are patched in their home module before it loads.
+_TARGETS = [
+    ("mace.tools", "build_default_arg_parser", _wrap_build_default_arg_parser),
+    ("mace.tools", "check_args", _wrap_check_args),
+    ("mace.tools.scripts_utils", "get_dataset_from_xyz", _wrap_get_dataset_from_xyz),
+    ("mace.tools.scripts_utils", "get_atomic_energies", _wrap_get_atomic_energies),
+    ("mace.tools", "train", _wrap_train),
+]
+
+
+def install() -> bool:
+    """Wrap mace's functions; idempotent. Returns False when mace calls us through its own plugin
+    hook, and False with a warning when this mace-torch lacks something we wrap: then nothing is
+    patched and mace runs as if we were absent."""
+    if mace_has_plugin_hook():
+        return False
+    try:
+        originals = [(importlib.import_module(module), name, factory) for module, name, factory in _TARGETS]
+        missing = [f"{module.__name__}.{name}" for module, name, _ in originals if not hasattr(module, name)]
+    except ImportError as error:
+        missing = [str(error)]
+    if missing:
+        warnings.warn(f"mace-e0-plugin supports {SUPPORTED_MACE}; this mace-torch lacks "
+                      f"{', '.join(missing)}, so --E0s={KEYWORD} is unavailable.", stacklevel=2)
+        return False
+    run_train = sys.modules.get("mace.cli.run_train")  # already imported: rebind its names too
+    for module, name, factory in originals:
+        current = getattr(module, name)
+        if getattr(current, _MARK, None) is not None:
+            continue
+        wrapper = functools.wraps(current)(factory(current))
+        setattr(wrapper, _MARK, current)
+        setattr(module, name, wrapper)
+        if run_train is not None and getattr(run_train, name, None) is current:
+            setattr(run_train, name, wrapper)
+    return True
+
+
+def uninstall() -> None:
+    """Undo install() (for tests)."""
+    run_train = sys.modules.get("mace.cli.run_train")
+    for module_name, name, _ in _TARGETS:
+        module = sys.modules.get(module_name)
+        current = getattr(module, name, None) if module else None
+        original = getattr(current, _MARK, None)
+        if original is not None:
+            setattr(module, name, original)
+            if run_train is not None and getattr(run_train, name, None) is current:
+                setattr(run_train, name, original)

@@ -1,0 +1,340 @@
+"""The E0 least-squares problem, kept as sufficient statistics. Pure math: torch, no mace.
+
+For a usable config i with element counts a_i (row i of A), N_i atoms, residual
+b_i = E_ref,i - E_pred,i under the model's current E0s and fit weight w_i, the correction x to
+the E0s minimises
+
+    sum_i w_i (b_i - a_i . x)^2,  with  w_i = weight_i * energy_weight_i / N_i^2   ("per_atom")
+                                   or   w_i = 1                                    ("total")
+
+"per_atom" is MACE's own energy loss, ``weight * energy_weight * ((E_ref - E_pred) / N)^2``;
+"total" is the unweighted fit of mace's ``--E0s=estimated``.
+
+Only the augmented Gram matrix ``sum_i w_i [a_i, b_i]^T [a_i, b_i]`` is kept: O(n_elements^2)
+memory whatever the number of configs or atoms, summed over batches and ranks with one
+all-reduce, and solved in O(n_elements^3), independent of the data size.
+
+The data only determine E0s along the row space of A. Along its null space (every frame with
+the same stoichiometry, say) the answer comes from a prior: among all least-squares solutions
+we take the one closest to the prior, so the identifiable combinations fit the data and the
+rest keep the prior's values. The rank is decided on an eigendecomposition (``torch.linalg.eigh``),
+never on CUDA's full-rank-only ``gels`` least-squares driver.
+"""
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import gcd, isfinite, sqrt
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+WEIGHTINGS = ("per_atom", "total")
+
+# Eigenvalues of the Gram matrix below this fraction of the largest count as zero: a singular-value
+# ratio of 1e-5. Exact rank deficiencies (integer counts in fixed ratios) sit near 1e-16.
+DEFAULT_RCOND = 1e-10
+
+_TALLY = ("used", "skipped", "non_finite")
+
+Combination = List[Tuple[float, int]]  # [(coefficient, atomic number), ...]
+
+
+class E0LinearSystem:
+    """Sufficient statistics of the E0 fit for one head, accumulated on the device of the data.
+
+    >>> system = E0LinearSystem([1, 8])
+    >>> system.update(counts, residuals, loss_weights)   # once per batch, no host sync
+    >>> solution = system.solve(start_e0s, prior_e0s)
+    """
+
+    def __init__(self, atomic_numbers: Sequence[int], weighting: str = "per_atom",
+                 device: Optional[torch.device] = None):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.atomic_numbers = [int(z) for z in atomic_numbers]
+        self.weighting = weighting
+        size = len(self.atomic_numbers) + 1
+        options = dict(dtype=torch.float64, device=device)
+        self.fit_moments = torch.zeros(size, size, **options)  # weighted as the fit
+        self.rmse_moments = torch.zeros(size, size, **options)  # weighted 1/N^2, for RMSE per atom
+        self.tally = torch.zeros(len(_TALLY), **options)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fit_moments.device
+
+    @torch.no_grad()
+    def update(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
+        """Add a batch: counts [B, n_elements], residuals E_ref - E_pred [B], and MACE's
+        ``weight * energy_weight`` [B], which is 0 for configs without an energy label.
+
+        Unlabelled configs are skipped and counted; labelled ones with a non-finite residual are
+        counted separately (the caller turns them into an error) and kept out of the sums.
+        """
+        counts = counts.to(self.fit_moments)
+        residuals = residuals.to(self.fit_moments).reshape(-1)
+        loss_weights = loss_weights.to(self.fit_moments).reshape(-1)
+        labelled = loss_weights > 0
+        finite = torch.isfinite(residuals)
+        used = labelled & finite
+        rows = torch.cat([counts, torch.where(used, residuals, 0.0).unsqueeze(1)], dim=1)
+        per_atom = used / counts.sum(dim=1).clamp(min=1.0) ** 2
+        fit_weights = per_atom * loss_weights if self.weighting == "per_atom" else used.to(rows)
+        self.fit_moments += (rows * fit_weights.unsqueeze(1)).T @ rows
+        self.rmse_moments += (rows * per_atom.unsqueeze(1)).T @ rows
+        self.tally += torch.stack([used.sum(), (~labelled).sum(), (labelled & ~finite).sum()]).to(self.tally)
+
+    # -- counts ---------------------------------------------------------------------------------
+    @property
+    def n_configs(self) -> int:
+        return int(self.tally[0].item())
+
+    @property
+    def n_skipped(self) -> int:
+        return int(self.tally[1].item())
+
+    @property
+    def n_non_finite(self) -> int:
+        return int(self.tally[2].item())
+
+    def element_atom_fractions(self) -> torch.Tensor:
+        """Sum over usable configs of (count / N)^2 per element: zero iff the element never occurs."""
+        n = len(self.atomic_numbers)
+        return self.rmse_moments.diagonal()[:n]
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, object]:
+        return {
+            "atomic_numbers": list(self.atomic_numbers),
+            "weighting": self.weighting,
+            "fit_moments": self.fit_moments.clone(),
+            "rmse_moments": self.rmse_moments.clone(),
+            "tally": self.tally.clone(),
+        }
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        if list(state["atomic_numbers"]) != self.atomic_numbers or state["weighting"] != self.weighting:
+            raise ValueError(
+                f"state is for elements {list(state['atomic_numbers'])} weighted {state['weighting']!r}, "
+                f"not {self.atomic_numbers} weighted {self.weighting!r}")
+        for name in ("fit_moments", "rmse_moments", "tally"):
+            getattr(self, name).copy_(state[name])
+
+    def flat(self) -> torch.Tensor:
+        """All statistics as one vector: what ranks sum to combine their shards."""
+        return torch.cat([self.fit_moments.reshape(-1), self.rmse_moments.reshape(-1), self.tally])
+
+    def load_flat(self, flat: torch.Tensor) -> None:
+        sizes = [self.fit_moments.numel(), self.rmse_moments.numel(), self.tally.numel()]
+        fit, rmse, tally = torch.split(flat.to(self.fit_moments), sizes)
+        self.fit_moments.copy_(fit.view_as(self.fit_moments))
+        self.rmse_moments.copy_(rmse.view_as(self.rmse_moments))
+        self.tally.copy_(tally)
+
+    def __iadd__(self, other: "E0LinearSystem") -> "E0LinearSystem":
+        if other.atomic_numbers != self.atomic_numbers or other.weighting != self.weighting:
+            raise ValueError("cannot add linear systems over different elements or weightings")
+        self.load_flat(self.flat() + other.flat().to(self.device))
+        return self
+
+    # -- solve ----------------------------------------------------------------------------------
+    def solve(self, start_e0s: Sequence[float], prior_e0s: Sequence[float],
+              rcond: float = DEFAULT_RCOND) -> "E0Solution":
+        """E0s that fit the data, anchored to ``prior_e0s`` where the data say nothing.
+
+        ``start_e0s`` are the E0s the residuals were computed with (the model's current ones).
+        Runs on the statistics' device in float64; only the small results come back to the host.
+        """
+        n = len(self.atomic_numbers)
+        if self.n_configs == 0:
+            raise ValueError("no usable configs: nothing to fit")
+        start = torch.as_tensor(start_e0s, dtype=torch.float64, device=self.device)
+        offset = torch.as_tensor(prior_e0s, dtype=torch.float64, device=self.device) - start
+
+        present = self.element_atom_fractions() > 0
+        index = present.nonzero().squeeze(1)
+        gram, rhs = self.fit_moments[:n, :n], self.fit_moments[:n, n]
+        # Minimum-norm correction relative to the prior: x = d + G^+ (h - G d).
+        gradient = (rhs - gram @ offset)[index]
+        eigenvalues, eigenvectors = torch.linalg.eigh(gram[index][:, index])
+        kept = eigenvalues > rcond * eigenvalues.max()
+        basis, values = eigenvectors[:, kept], eigenvalues[kept]
+        correction = offset.clone()
+        correction[index] += basis @ ((basis.T @ gradient) / values)
+
+        rank = int(kept.sum().item())
+        residual_sum = _quadratic_residual(self.fit_moments, correction)
+        degrees_of_freedom = self.n_configs - rank
+        variance = residual_sum / degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
+        pseudo_inverse_diagonal = ((basis / values) * basis).sum(dim=1)
+        null_weight = 1.0 - (basis * basis).sum(dim=1)  # |component of e_j outside the row space|^2
+        determined_present = null_weight < 1e-8
+        standard_errors = torch.full((n,), float("nan"), dtype=torch.float64, device=self.device)
+        standard_errors[index] = torch.where(
+            determined_present, (variance * pseudo_inverse_diagonal).clamp(min=0).sqrt(),
+            torch.full_like(pseudo_inverse_diagonal, float("nan")))
+        determined = torch.zeros(n, dtype=torch.bool, device=self.device)
+        determined[index] = determined_present
+
+        present_numbers = [self.atomic_numbers[i] for i in index.tolist()]
+        combinations = (row_space_combinations(basis.T.cpu().numpy(), present_numbers)
+                        if rank < len(present_numbers) else [])
+        m = float(self.n_configs)
+        return E0Solution(
+            atomic_numbers=list(self.atomic_numbers),
+            weighting=self.weighting,
+            start_e0s=start.tolist(),
+            prior_e0s=(start + offset).tolist(),
+            e0s=(start + correction).tolist(),
+            standard_errors=standard_errors.tolist(),
+            present=present.tolist(),
+            determined=determined.tolist(),
+            rank=rank,
+            condition_number=sqrt((values.max() / values.min()).item()),
+            determined_combinations=combinations,
+            n_configs=self.n_configs,
+            n_skipped=self.n_skipped,
+            rmse_per_atom_before_meV=1e3 * sqrt(max(self.rmse_moments[n, n].item(), 0.0) / m),
+            rmse_per_atom_after_meV=1e3 * sqrt(_quadratic_residual(self.rmse_moments, correction) / m),
+        )
+
+
+def _quadratic_residual(moments: torch.Tensor, correction: torch.Tensor) -> float:
+    """sum_i w_i (b_i - a_i . x)^2 from the augmented Gram matrix, without the rows."""
+    n = correction.numel()
+    value = moments[n, n] - 2 * moments[:n, n] @ correction + correction @ moments[:n, :n] @ correction
+    return max(value.item(), 0.0)
+
+
+def all_reduce_(systems: Sequence[E0LinearSystem], group=None) -> None:
+    """Sum every system over all ranks in place, with a single all-reduce."""
+    import torch.distributed as dist
+
+    if not systems:
+        return
+    flats = [system.flat() for system in systems]
+    packed = torch.cat(flats)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    for system, flat in zip(systems, torch.split(packed, [f.numel() for f in flats])):
+        system.load_flat(flat)
+
+
+@dataclass
+class E0Solution:
+    """The result for one head. Lists are per element, in the order of ``atomic_numbers``."""
+
+    atomic_numbers: List[int]
+    weighting: str
+    start_e0s: List[float]  # the E0s the residuals were computed with
+    prior_e0s: List[float]
+    e0s: List[float]
+    standard_errors: List[float]  # nan where the data alone do not determine the element's E0
+    present: List[bool]  # the element occurs in at least one usable config
+    determined: List[bool]
+    rank: int
+    condition_number: float  # of sqrt(W) A over the retained singular values
+    determined_combinations: List[Combination] = field(default_factory=list)
+    n_configs: int = 0
+    n_skipped: int = 0
+    rmse_per_atom_before_meV: float = float("nan")
+    rmse_per_atom_after_meV: float = float("nan")
+
+    @property
+    def corrections(self) -> List[float]:
+        return [new - old for new, old in zip(self.e0s, self.start_e0s)]
+
+    @property
+    def n_elements(self) -> int:
+        return sum(self.present)
+
+    @property
+    def rank_deficient(self) -> bool:
+        return self.rank < self.n_elements
+
+    def to_dict(self) -> Dict[str, object]:
+        """The per-head entry of the JSON report: energies in eV, keys atomic numbers as strings."""
+        def by_element(values):
+            return {str(z): _json_number(v) for z, v in zip(self.atomic_numbers, values)}
+
+        return {
+            "E0s": by_element(self.e0s),
+            "prior_E0s": by_element(self.prior_e0s),
+            "starting_E0s": by_element(self.start_e0s),
+            "corrections": by_element(self.corrections),
+            "standard_errors": by_element(self.standard_errors),
+            "rank": self.rank,
+            "n_elements": self.n_elements,
+            "condition_number": _json_number(self.condition_number),
+            "n_configs": self.n_configs,
+            "n_skipped": self.n_skipped,
+            "weighting": self.weighting,
+            "determined_combinations": [format_combination(c) for c in self.determined_combinations],
+            "rmse_per_atom_before_meV": _json_number(self.rmse_per_atom_before_meV),
+            "rmse_per_atom_after_meV": _json_number(self.rmse_per_atom_after_meV),
+        }
+
+
+def _json_number(value: float) -> Optional[float]:
+    return float(value) if isfinite(value) else None
+
+
+def row_space_combinations(basis: np.ndarray, atomic_numbers: Sequence[int]) -> List[Combination]:
+    """A canonical basis of the element combinations the data determine.
+
+    ``basis`` spans the row space of A (rows). Its reduced row echelon form, pivoting on the
+    lightest elements first, is unique; each row is scaled to small integers where it is rational,
+    which it is for counts: CaCO3(H2O)98 gives "196 H + C + 101 O + Ca".
+    """
+    rows = _reduced_row_echelon(np.array(basis, dtype=np.float64))
+    return [_integer_combination(row, atomic_numbers) for row in rows]
+
+
+def _reduced_row_echelon(matrix: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
+    matrix = matrix.copy()
+    n_rows, n_cols = matrix.shape
+    pivot_row = 0
+    for col in range(n_cols):
+        if pivot_row == n_rows:
+            break
+        best = pivot_row + int(np.argmax(np.abs(matrix[pivot_row:, col])))
+        if abs(matrix[best, col]) < tolerance:
+            continue
+        matrix[[pivot_row, best]] = matrix[[best, pivot_row]]
+        matrix[pivot_row] /= matrix[pivot_row, col]
+        for other in range(n_rows):
+            if other != pivot_row:
+                matrix[other] -= matrix[other, col] * matrix[pivot_row]
+        pivot_row += 1
+    matrix[np.abs(matrix) < tolerance] = 0.0
+    return matrix[:pivot_row]
+
+
+def _integer_combination(row: np.ndarray, atomic_numbers: Sequence[int]) -> Combination:
+    fractions = [Fraction(float(c)).limit_denominator(10_000) for c in row]
+    scale = 1
+    for f in fractions:
+        scale = scale * f.denominator // gcd(scale, f.denominator)
+    integers = [int(f * scale) for f in fractions]
+    divisor = 0
+    for value in integers:
+        divisor = gcd(divisor, abs(value))
+    if divisor and np.allclose(np.array(integers) / scale, row, atol=1e-7):
+        coefficients = [value / divisor for value in integers]
+    else:  # not a ratio of small integers: keep the normalised row
+        coefficients = list(row)
+    return [(float(c), int(z)) for c, z in zip(coefficients, atomic_numbers) if c != 0]
+
+
+def format_combination(combination: Combination) -> str:
+    """[(196, 1), (1, 6)] -> "196 H + C"."""
+    from ase.data import chemical_symbols
+
+    text = ""
+    for coefficient, z in combination:
+        sign = "-" if coefficient < 0 else "+"
+        magnitude = abs(coefficient)
+        number = "" if magnitude == 1 else (f"{magnitude:g}" if magnitude == int(magnitude) else f"{magnitude:.4g}")
+        term = f"{number} {chemical_symbols[z]}".strip()
+        text = (f"-{term}" if sign == "-" else term) if not text else f"{text} {sign} {term}"
+    return text

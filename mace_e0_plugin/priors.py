@@ -1,0 +1,138 @@
+"""Priors: where E0s come from along directions the training data do not determine.
+
+A prior is a ``{Z: eV}`` mapping. It is read from
+- ``foundation``: the E0s of the model being fine-tuned (its starting E0s);
+- a JSON file ``{"1": -13.6, "8": -2041.8}`` (atomic numbers or chemical symbols as keys), the
+  same format as ``mace_run_train --E0s=file.json``;
+- any ASE-readable file (extxyz, ...) of isolated atoms: its single-atom frames, with the energy
+  under the training energy key.
+Elements the prior lacks fall back to the foundation's E0s.
+"""
+
+import json
+import math
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import E0InputError
+
+FOUNDATION = "foundation"
+
+_HOW = ("give 'foundation', a JSON file of {Z: eV}, or an extxyz of isolated atoms "
+        "(config_type=IsolatedAtom) with their energies")
+
+
+def check_prior_source(source: Optional[str], option: str) -> None:
+    """Fail early, before any data are loaded, on a prior that cannot be read."""
+    if source is None or source == FOUNDATION:
+        return
+    if not os.path.isfile(source):
+        raise E0InputError(f"{option}={source}: no such file; {_HOW}.")
+
+
+def read_prior_file(path: str, energy_key: Optional[str], option: str = "--E0s_prior") -> Dict[int, float]:
+    """Read a prior file into ``{Z: eV}``, or fail with one clear error naming the file."""
+    check_prior_source(path, option)
+    if path.lower().endswith(".json"):
+        return read_e0s_json(path, option)
+    return _read_isolated_atoms(path, energy_key, option)
+
+
+def read_e0s_json(path: str, option: str) -> Dict[int, float]:
+    """A JSON file {Z or symbol: eV}, as mace_run_train --E0s=file.json reads it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise E0InputError(f"{option}={path}: not valid JSON ({error}); {_HOW}.") from None
+    if not isinstance(content, dict) or not content:
+        raise E0InputError(f"{option}={path}: expected a non-empty JSON object {{Z: eV}}; {_HOW}.")
+    prior = {}
+    for key, value in content.items():
+        z = _atomic_number(key)
+        if z is None:
+            raise E0InputError(f"{option}={path}: key {key!r} is neither an atomic number nor a "
+                               "chemical symbol; use keys like \"1\" or \"H\".")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise E0InputError(f"{option}={path}: the E0 of {key!r} is {value!r}; every value must be "
+                               "a finite number in eV.")
+        prior[z] = float(value)
+    return prior
+
+
+def _read_isolated_atoms(path: str, energy_key: Optional[str], option: str) -> Dict[int, float]:
+    import ase.io
+
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:  # ase raises many types for unreadable files
+        raise E0InputError(f"{option}={path}: ASE cannot read it ({error}); {_HOW}.") from None
+    prior: Dict[int, float] = {}
+    for atoms in frames:
+        if len(atoms) != 1:
+            continue
+        energy = isolated_atom_energy(atoms, energy_key)
+        z = int(atoms.numbers[0])
+        if energy is None or not math.isfinite(energy):
+            raise E0InputError(f"{option}={path}: the isolated {atoms.get_chemical_symbols()[0]} atom has "
+                               f"no finite energy under key {energy_key!r}; set --energy_key to the key "
+                               "that holds it.")
+        if z in prior and abs(prior[z] - energy) > 1e-8:
+            raise E0InputError(f"{option}={path}: two different energies for the isolated "
+                               f"{atoms.get_chemical_symbols()[0]} atom ({prior[z]} and {energy} eV); keep one.")
+        prior[z] = energy
+    if not prior:
+        raise E0InputError(f"{option}={path}: no single-atom frames in it; {_HOW}.")
+    return prior
+
+
+def isolated_atom_energy(atoms, energy_key: Optional[str]) -> Optional[float]:
+    for key in (energy_key, "REF_energy", "energy"):
+        if key and key in atoms.info:
+            try:
+                return float(atoms.info[key])
+            except (TypeError, ValueError):
+                return None
+    if atoms.calc is not None:
+        try:
+            return float(atoms.get_potential_energy())
+        except Exception:  # a calculator without stored energy
+            return None
+    return None
+
+
+def _atomic_number(key) -> Optional[int]:
+    from ase.data import atomic_numbers
+
+    text = str(key).strip()
+    if text.lstrip("-").isdigit():
+        z = int(text)
+        return z if 0 < z < 119 else None
+    return atomic_numbers.get(text)
+
+
+def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
+                 isolated_atoms: Optional[Dict[int, float]]) -> Tuple[Optional[Dict[int, float]], str]:
+    """The prior a head uses and a label for it; None means the model's own (starting) E0s.
+
+    An explicit file wins; 'foundation' means the model's E0s; by default the data's
+    config_type=IsolatedAtom frames are the prior if there are any, else the model's E0s.
+    """
+    if source not in (None, FOUNDATION):
+        return file_prior, source
+    if source is None and isolated_atoms:
+        return dict(isolated_atoms), "the data's IsolatedAtom frames"
+    return None, "the foundation model's E0s"
+
+
+def prior_vector(atomic_numbers: Sequence[int], prior: Mapping[int, float],
+                 fallback: Mapping[int, float]) -> Tuple[List[float], List[int]]:
+    """The prior per element, and the elements that had to fall back."""
+    values, fell_back = [], []
+    for z in atomic_numbers:
+        if z in prior:
+            values.append(float(prior[z]))
+        else:
+            values.append(float(fallback[z]))
+            fell_back.append(z)
+    return values, fell_back

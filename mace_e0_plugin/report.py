@@ -1,0 +1,83 @@
+"""Reports: the table logged after an estimate, and the JSON file (I/O only, no math)."""
+
+import json
+import math
+import os
+from typing import Dict, Optional
+
+from .estimate import Estimate
+from .linear_system import E0Solution, format_combination
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z]
+
+
+def _number(value: float, digits: int = 6) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "prior"
+
+
+def format_solution(head: str, solution: E0Solution) -> str:
+    """A short table per element, then rank, conditioning and RMSE before and after."""
+    lines = [
+        f"E0 re-estimation for head '{head}': {solution.n_configs} configs"
+        + (f" ({solution.n_skipped} without energy skipped)" if solution.n_skipped else "")
+        + f", weighting {solution.weighting}",
+        f"{'El':>3} {'Z':>3} {'old E0 / eV':>16} {'prior / eV':>16} {'correction / eV':>16} "
+        f"{'new E0 / eV':>16} {'std. err. / eV':>15}",
+    ]
+    for i, z in enumerate(solution.atomic_numbers):
+        if not solution.present[i]:
+            continue
+        lines.append(
+            f"{_symbol(z):>3} {z:>3} {solution.start_e0s[i]:>16.6f} {solution.prior_e0s[i]:>16.6f} "
+            f"{solution.corrections[i]:>16.6f} {solution.e0s[i]:>16.6f} "
+            f"{_number(solution.standard_errors[i]):>15}")
+    absent = len(solution.atomic_numbers) - solution.n_elements
+    if absent:
+        lines.append(f"{absent} other element(s) of the model are not in the data and take their prior E0s.")
+    lines.append(f"rank {solution.rank} / {solution.n_elements} elements, condition number "
+                 f"{solution.condition_number:.3g}")
+    if solution.rank_deficient:
+        lines.append("RANK-DEFICIENT: the data determine only these element combinations; every other "
+                     "direction keeps the prior ('prior' in the error column):")
+        for combination in solution.determined_combinations:
+            value = sum(c * solution.e0s[solution.atomic_numbers.index(z)] for c, z in combination)
+            lines.append(f"    E0({format_combination(combination)}) = {value:.6f} eV")
+    lines.append(f"RMSE of E per atom: {solution.rmse_per_atom_before_meV:.3f} meV before, "
+                 f"{solution.rmse_per_atom_after_meV:.3f} meV after")
+    return "\n".join(lines)
+
+
+def format_estimate(estimate: Estimate) -> str:
+    parts = [format_solution(head, solution) for head, solution in estimate.solutions.items()]
+    timing = estimate.timing
+    if timing:
+        parts.append(f"E0 estimate took {timing.get('inference_s', 0.0):.2f} s of inference and "
+                     f"{timing.get('solve_s', 0.0) * 1e3:.1f} ms of solving")
+    return "\n".join(parts)
+
+
+def write_json(path: str, content: Dict[str, object]) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(content, handle, indent=2)
+        handle.write("\n")
+    return path
+
+
+def write_report(path: str, estimate: Estimate) -> str:
+    return write_json(path, estimate.to_dict())
+
+
+def e0s_mapping(solution: E0Solution, present_only: bool = False) -> Dict[str, float]:
+    """``{"Z": eV}``: the file format that ``mace_run_train --E0s=file.json`` reads."""
+    return {str(z): e for z, e, p in zip(solution.atomic_numbers, solution.e0s, solution.present)
+            if p or not present_only}
+
+
+def report_path(results_dir: str, name: Optional[str]) -> str:
+    return os.path.join(results_dir, f"{name or 'MACE'}_E0s_linear_system.json")

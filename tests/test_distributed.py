@@ -1,0 +1,142 @@
+"""torch.distributed (gloo, CPU): every rank collects its shard, the statistics are combined with
+one all-reduce, and all ranks write the same E0s, equal to the single-process ones."""
+
+import argparse
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import ConcatDataset
+
+from conftest import SHIFTS
+from mace_e0_plugin import hook, synthetic
+from mace_e0_plugin.estimate import HeadRequest, estimate_e0s
+from mace_e0_plugin.models import model_atomic_numbers, model_heads, read_e0s
+
+N_CONFIGS = 37  # uneven over 2 and 3 ranks
+
+
+def graphs(model, configs, head):
+    from mace import data
+    from mace.tools.utils import AtomicNumberTable
+
+    z_table = AtomicNumberTable(model_atomic_numbers(model))
+    heads = model_heads(model)
+    keys = data.KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={})
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return [data.AtomicData.from_config(data.config_from_atoms(a, key_specification=keys, head_name=head),
+                                            z_table=z_table, cutoff=float(model.r_max), heads=heads)
+                for a in configs]
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def request(model, dataset):
+    return HeadRequest(name="Default", index=1, dataset=dataset, prior_e0s=read_e0s(model, 1))
+
+
+def _estimate_worker(rank, world_size, folder):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous",
+                                         rank=rank, world_size=world_size)
+    model = torch.load(folder / "foundation.model", weights_only=False)
+    _, _, tuned = setup_from(folder, model)
+    estimate = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, distributed=True, progress=False)
+    torch.save({"e0s": estimate.solutions["Default"].e0s, "n_configs": estimate.solutions["Default"].n_configs},
+               folder / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def setup_from(folder, model):
+    import ase.io
+
+    replay = ase.io.read(folder / "replay.xyz", ":")
+    tuned = ase.io.read(folder / "tuned.xyz", ":")
+    return model, graphs(model, replay, "pt_head"), graphs(model, tuned, "Default")
+
+
+@pytest.fixture(scope="module")
+def shared_setup(tmp_path_factory):
+    import ase.io
+
+    folder = tmp_path_factory.mktemp("distributed")
+    model = synthetic.build_foundation(synthetic.LEVEL_A.e0s, heads=("pt_head", "Default"), seed=3)
+    replay = synthetic.label(synthetic.random_configs(11, seed=1), synthetic.LEVEL_A)
+    tuned = synthetic.label(synthetic.random_configs(N_CONFIGS, seed=2), synthetic.LEVEL_B)
+    synthetic.PlantedShift(SHIFTS).apply(model, tuned, head="Default")
+    ase.io.write(folder / "replay.xyz", replay)
+    ase.io.write(folder / "tuned.xyz", tuned)
+    torch.save(model, folder / "foundation.model")
+    return folder
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_sharded_collection_equals_one_process(shared_setup, world_size):
+    folder = shared_setup
+    model = torch.load(folder / "foundation.model", weights_only=False)
+    _, _, tuned = setup_from(folder, model)
+    single = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, progress=False).solutions["Default"]
+
+    for old in folder.glob("rank*.pt"):
+        old.unlink()
+    (folder / "rendezvous").unlink(missing_ok=True)
+    mp.spawn(_estimate_worker, args=(world_size, folder), nprocs=world_size, join=True)
+    results = [torch.load(folder / f"rank{rank}.pt") for rank in range(world_size)]
+
+    assert all(r["e0s"] == results[0]["e0s"] for r in results)  # bit-identical on every rank
+    assert all(r["n_configs"] == N_CONFIGS for r in results)  # each config counted exactly once
+    assert results[0]["e0s"] == pytest.approx(single.e0s, abs=1e-8)
+    expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
+    assert single.e0s == pytest.approx(expected, abs=1e-6)
+
+
+def _hook_worker(rank, world_size, folder):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-hook",
+                                         rank=rank, world_size=world_size)
+    model = torch.load(folder / "foundation.model", weights_only=False)
+    _, replay, tuned = setup_from(folder, model)
+    run_training_entry(model, replay, tuned, folder, rank, distributed=True)
+    torch.distributed.destroy_process_group()
+
+
+def run_training_entry(model, replay, tuned, folder, rank, distributed):
+    """What mace's tools.train receives: a concatenation of every head's dataset, replay first,
+    behind a shuffling loader; an SWA copy of the model; and the run's arguments."""
+    from mace.tools import torch_geometric
+
+    args = argparse.Namespace(
+        E0s="linear_system", heads=None, foundation_model=str(folder / "foundation.model"),
+        foundation_head="pt_head", energy_key="REF_energy", train_file=str(folder / "tuned.xyz"),
+        E0s_prior=None, E0s_weighting="per_atom", results_dir=str(folder / f"results-{rank}"),
+        name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False)
+    hook.configure(args)
+    loader = torch_geometric.dataloader.DataLoader(ConcatDataset([replay, tuned]), batch_size=6,
+                                                   shuffle=True, drop_last=True)
+    swa = argparse.Namespace(model=AveragedModel(model))
+    hook.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
+                         distributed=distributed, rank=rank)
+    torch.save({"model": model.atomic_energies_fn.atomic_energies.clone(),
+                "swa": swa.model.module.atomic_energies_fn.atomic_energies.clone()},
+               folder / f"hook-rank{rank}.pt")
+
+
+def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(shared_setup):
+    folder = shared_setup
+    (folder / "rendezvous-hook").unlink(missing_ok=True)
+    mp.spawn(_hook_worker, args=(2, folder), nprocs=2, join=True)
+    written = [torch.load(folder / f"hook-rank{rank}.pt") for rank in range(2)]
+
+    foundation_row = [synthetic.LEVEL_A.e0s[z] for z in (1, 6, 8)]
+    expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
+    for copies in written:
+        for rows in copies.values():
+            assert rows[0].tolist() == foundation_row  # pt_head untouched
+            assert rows[1].tolist() == pytest.approx(expected, abs=1e-6)
+    assert torch.equal(written[0]["model"], written[1]["model"])
+    # Only rank 0 reports.
+    report = json.loads((folder / "results-0" / "ft_E0s_linear_system.json").read_text())
+    assert report["heads"]["Default"]["n_configs"] == N_CONFIGS
+    assert not (folder / "results-1").exists()
