@@ -15,12 +15,12 @@ common=(--device=cpu --default_dtype=float64 --seed=1 --energy_key=REF_energy --
 echo "== training the toy foundation model on level A"
 mace_run_train "${common[@]}" --name=foundation --train_file=level_a_train.xyz --valid_fraction=0.1 \
     --model=MACE --num_channels=16 --max_L=1 --r_max=4.5 --num_interactions=2 --correlation=2 \
-    --max_num_epochs=30 --batch_size=16 --lr=0.01 --E0s=average > foundation.log
+    --max_num_epochs=30 --batch_size=16 --lr=0.01 --E0s=average > foundation.log 2>&1
 
 echo "== fine-tuning it to level B with --E0s=linear_system"
 mace_run_train "${common[@]}" --name=finetuned --foundation_model=foundation.model \
     --train_file=level_b_train.xyz --valid_fraction=0.1 --test_file=level_b_test.xyz \
-    --E0s=linear_system --max_num_epochs=10 --batch_size=8 --lr=0.001 > finetune.log
+    --E0s=linear_system --max_num_epochs=10 --batch_size=8 --lr=0.001 > finetune.log 2>&1
 
 echo "== the E0 report in mace's log"
 sed -n '/E0 re-estimation for head/,/RMSE of E per atom/p' finetune.log | sed 's/^[0-9-]* [0-9:.]* INFO: //'

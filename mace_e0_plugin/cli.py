@@ -43,7 +43,8 @@ def estimate(args) -> int:
     start = dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
     prior_e0s, fell_back = prior_vector(model_atomic_numbers(model), prior or start, start)
     request = HeadRequest(name=heads[index], index=index, dataset=data.dataset, prior_e0s=prior_e0s,
-                          weighting=args.weighting, source=data.source)
+                          weighting=args.weighting, source=data.source, max_configs=args.max_configs,
+                          se_tolerance=args.se_tolerance, seed=args.seed)
     result = estimate_e0s(model, [request], args.device, batch_size=args.batch_size,
                           num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
                           sample_limit=20_000 if args.plot else 0)
@@ -138,6 +139,16 @@ def apply(args) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------------------
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
@@ -154,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "default: DATA's config_type=IsolatedAtom frames if any, else 'foundation'")
     command.add_argument("--weighting", default="per_atom", choices=["per_atom", "total"],
                          help="per_atom: MACE's energy loss (default); total: unweighted total energies")
-    command.add_argument("--batch-size", type=int, default=32)
+    command.add_argument("--max-configs", type=_positive(int), default=None,
+                         help="use a composition-stratified sample of at most this many configs")
+    command.add_argument("--se-tolerance", type=_positive(float), default=None, metavar="EV",
+                         help="stop early once every determined E0's standard error is below EV")
+    command.add_argument("--seed", type=int, default=0, help="seed of the stratified sample")
+    command.add_argument("--batch-size", type=_positive(int), default=32)
     command.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that build the graphs")
     command.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     command.add_argument("--dtype", default="float64", choices=["float32", "float64"])

@@ -5,11 +5,11 @@ stays on that device: the host sees nothing until the statistics are solved.
 """
 
 import contextlib
-from typing import Iterable, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .linear_system import E0LinearSystem
 
@@ -37,6 +37,29 @@ def shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
     if world_size <= 1:
         return dataset
     return Subset(dataset, range(rank, len(dataset), world_size))
+
+
+def compositions(dataset: Dataset) -> List[Tuple[int, ...]]:
+    """Element counts of every config, in the model's element order, without running the model:
+    from configs or h5 arrays where the dataset keeps them, else from the graphs' one-hot nodes."""
+    if isinstance(dataset, ConcatDataset):
+        return [c for part in dataset.datasets for c in compositions(part)]
+    if isinstance(dataset, Subset):
+        inner = compositions(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    z_table = getattr(dataset, "z_table", None)
+    if z_table is not None and hasattr(dataset, "configs"):  # ConfigGraphs: configs in memory
+        return [_counts(config.atomic_numbers, z_table.zs) for config in dataset.configs]
+    if z_table is not None and hasattr(dataset, "file") and hasattr(dataset, "batch_size"):  # HDF5Dataset
+        return [_counts(dataset.file[f"config_batch_{i // dataset.batch_size}"]
+                        [f"config_{i % dataset.batch_size}"]["atomic_numbers"][()], z_table.zs)
+                for i in range(len(dataset))]
+    return [tuple(int(round(c)) for c in item.node_attrs.sum(dim=0).tolist()) for item in dataset]
+
+
+def _counts(atomic_numbers, zs) -> Tuple[int, ...]:
+    numbers = np.asarray(atomic_numbers)
+    return tuple(int(np.sum(numbers == z)) for z in zs)
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
@@ -74,15 +97,19 @@ class ResidualSample:
 @torch.no_grad()
 def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem,
                device: torch.device, progress: Optional[str] = None,
-               sample: Optional[ResidualSample] = None) -> E0LinearSystem:
-    """Add every batch to ``system``: residuals of the model's energies under its current E0s."""
+               sample: Optional[ResidualSample] = None,
+               stop: Optional[Callable[[int], bool]] = None) -> E0LinearSystem:
+    """Add every batch to ``system``: residuals of the model's energies under its current E0s.
+
+    ``stop(n_batches_done)``, if given, is asked after each batch whether enough has been seen.
+    """
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=progress, unit="batch", mininterval=2.0, leave=False)
     with evaluation_mode(model):
-        for batch in batches:
-            batch = batch.to(device)
+        for done, batch in enumerate(batches, start=1):
+            batch = batch.to(device, non_blocking=True)
             output = model(batch.to_dict(), training=False, compute_force=False,
                            compute_virials=False, compute_stress=False)
             counts = element_counts(batch)
@@ -91,4 +118,6 @@ def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem
             system.update(counts, residuals, loss_weights)
             if sample is not None:
                 sample.add(counts, residuals, loss_weights)
+            if stop is not None and stop(done):
+                break
     return system

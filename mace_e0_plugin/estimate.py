@@ -1,17 +1,22 @@
 """Collect and solve E0s for one or more heads of a model: the one path that both the
 ``mace_run_train`` hook and the ``mace-e0`` command go through."""
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from .collect import ResidualSample, accumulate, make_loader, shard
+from .collect import ResidualSample, accumulate, compositions, make_loader, shard
 from .errors import E0InputError
 from .linear_system import E0LinearSystem, E0Solution, all_reduce_
 from .models import model_atomic_numbers, read_e0s
+from .sampling import stratified_order
+
+CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
+MIN_DEGREES_OF_FREEDOM = 10  # before a standard error is trusted to stop early
 
 
 @dataclass
@@ -24,6 +29,13 @@ class HeadRequest:
     prior_e0s: List[float]  # per element of the model, in its order
     weighting: str = "per_atom"
     source: str = "the training data"  # names the files and energy key in error messages
+    max_configs: Optional[int] = None  # use a composition-stratified sample of at most this many
+    se_tolerance: Optional[float] = None  # eV: stop once every determined E0's standard error is below
+    seed: int = 0
+
+    @property
+    def samples_part(self) -> bool:
+        return self.max_configs is not None or self.se_tolerance is not None
 
 
 @dataclass
@@ -31,9 +43,11 @@ class Estimate:
     solutions: Dict[str, E0Solution]
     timing: Dict[str, float] = field(default_factory=dict)
     samples: Dict[str, ResidualSample] = field(default_factory=dict)  # for plots, when asked for
+    sampling: Dict[str, Dict[str, object]] = field(default_factory=dict)  # heads that used part of their data
 
     def to_dict(self) -> Dict[str, object]:
-        return {"heads": {name: s.to_dict() for name, s in self.solutions.items()},
+        return {"heads": {name: {**s.to_dict(), **({"sampling": self.sampling[name]} if name in self.sampling else {})}
+                          for name, s in self.solutions.items()},
                 "timing": dict(self.timing)}
 
 
@@ -60,13 +74,22 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
     rank, world_size = _distributed_rank_and_size(distributed)
     atomic_numbers = model_atomic_numbers(model)
     started = time.perf_counter()
-    systems, samples = [], {}
+    systems, samples, sampling = [], {}, {}
     for request in requests:
         system = E0LinearSystem(atomic_numbers, request.weighting, device=device)
-        loader = make_loader(shard(request.dataset, rank, world_size), batch_size, num_workers, pin_memory)
+        dataset = _ordered(request) if request.samples_part else request.dataset
+        mine = shard(dataset, rank, world_size)
+        stop = None
+        if request.se_tolerance is not None:
+            common_batches = math.ceil((len(dataset) // world_size) / batch_size)
+            stop = _tolerance_stop(system, request, read_e0s(model, request.index), common_batches, world_size)
         label = f"E0s: head {request.name}" if progress and rank == 0 else None
         sample = samples.setdefault(request.name, ResidualSample(sample_limit)) if sample_limit else None
-        systems.append(accumulate(model, loader, system, device, progress=label, sample=sample))
+        loader = make_loader(mine, batch_size, num_workers, pin_memory)
+        systems.append(accumulate(model, loader, system, device, progress=label, sample=sample, stop=stop))
+        if request.samples_part:
+            sampling[request.name] = {"n_available": len(request.dataset), "n_sampled": len(dataset),
+                                      "max_configs": request.max_configs, "se_tolerance": request.se_tolerance}
     if world_size > 1:
         all_reduce_(systems)
     _synchronize(device)
@@ -74,6 +97,9 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
 
     for request, system in zip(requests, systems):
         _check_usable(request, system)
+        if request.name in sampling:
+            seen = system.n_configs + system.n_skipped + system.n_non_finite
+            sampling[request.name]["stopped_early"] = seen < sampling[request.name]["n_sampled"]
     started = time.perf_counter()
     solutions = {
         request.name: system.solve(read_e0s(model, request.index), request.prior_e0s)
@@ -82,7 +108,34 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
     if world_size > 1:
         _broadcast_e0s(list(solutions.values()), device)
     solve_s = time.perf_counter() - started
-    return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples)
+    return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples, sampling)
+
+
+def _ordered(request: HeadRequest) -> Dataset:
+    """The head's configs in composition-stratified order, cut to ``max_configs``."""
+    order = stratified_order(compositions(request.dataset), seed=request.seed)
+    return Subset(request.dataset, order[:request.max_configs] if request.max_configs else order)
+
+
+def _tolerance_stop(system: E0LinearSystem, request: HeadRequest, start_e0s: List[float],
+                    common_batches: int, world_size: int) -> Callable[[int], bool]:
+    """Every CHECK_EVERY batches, solve what has been seen (over all ranks, which check at the
+    same batch counts) and stop once every determined E0 is known to within the tolerance."""
+    def stop(done: int) -> bool:
+        if done % CHECK_EVERY or done > common_batches:
+            return False
+        seen = E0LinearSystem(system.atomic_numbers, system.weighting, device=system.device)
+        seen.load_flat(system.flat())
+        if world_size > 1:
+            all_reduce_([seen])
+        if seen.n_configs == 0:
+            return False
+        solution = seen.solve(start_e0s, request.prior_e0s)
+        if seen.n_configs - solution.rank < MIN_DEGREES_OF_FREEDOM:
+            return False
+        errors = [e for e, d in zip(solution.standard_errors, solution.determined) if d]
+        return bool(errors) and max(errors) < request.se_tolerance
+    return stop
 
 
 def _check_usable(request: HeadRequest, system: E0LinearSystem) -> None:

@@ -65,6 +65,14 @@ def add_arguments(parser) -> None:
         "--E0s_weighting", type=str, default="per_atom", choices=["per_atom", "total"],
         help="'per_atom' (default) minimises MACE's energy loss, weight*((E_ref-E_pred)/N)^2; "
              "'total' is the unweighted fit of total energies, as in --E0s=estimated.")
+    group.add_argument(
+        "--E0s_max_configs", type=int, default=None,
+        help="Estimate from a composition-stratified sample of at most this many training configs "
+             "per head, so that a giant set costs a fixed amount. Default: all of them.")
+    group.add_argument(
+        "--E0s_se_tolerance", type=float, default=None,
+        help="Stop collecting (in stratified order) once every E0 the data determine has a standard "
+             "error below this many eV. Default: no early stop.")
 
 
 @dataclass
@@ -77,6 +85,8 @@ class HeadPlan:
     file_prior: Optional[Dict[int, float]]  # read from that file at the start of the run
     energy_key: str
     train_files: List[str]
+    max_configs: Optional[int] = None
+    se_tolerance: Optional[float] = None
     isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
     n_train_configs: Optional[int] = None  # xyz heads: before mace replicates them for replay
 
@@ -125,9 +135,17 @@ def configure(args) -> Optional[LinearSystemRun]:
         energy_key = head.get("energy_key", args.energy_key)
         file_prior = None if source in (None, FOUNDATION) else read_prior_file(source, energy_key, option)
         train_files = head.get("train_file", args.train_file)
+        max_configs = head.get("E0s_max_configs", getattr(args, "E0s_max_configs", None))
+        se_tolerance = head.get("E0s_se_tolerance", getattr(args, "E0s_se_tolerance", None))
+        if max_configs is not None and int(max_configs) < 1:
+            raise E0InputError(f"head '{name}': E0s_max_configs={max_configs}; give a positive number of configs.")
+        if se_tolerance is not None and not float(se_tolerance) > 0:
+            raise E0InputError(f"head '{name}': E0s_se_tolerance={se_tolerance}; give a positive energy in eV.")
         plans[name] = HeadPlan(name=name, weighting=weighting, prior_source=source, file_prior=file_prior,
                                energy_key=energy_key,
-                               train_files=[train_files] if isinstance(train_files, str) else list(train_files or []))
+                               train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
+                               max_configs=None if max_configs is None else int(max_configs),
+                               se_tolerance=None if se_tolerance is None else float(se_tolerance))
     _run = LinearSystemRun(args, plans)
     return _run
 
@@ -279,7 +297,8 @@ def _head_requests(run: LinearSystemRun, model, dataset):
                  + (f"; it lacks {_symbols(fell_back)}, which keep the foundation's E0s" if fell_back else ""))
         requests.append(HeadRequest(
             name=name, index=heads.index(name), weighting=plan.weighting, prior_e0s=values,
-            dataset=_without_replication(datasets[name], plan.n_train_configs), source=plan.source))
+            dataset=_without_replication(datasets[name], plan.n_train_configs), source=plan.source,
+            max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(run.args, "seed", 0)))
     return requests
 
 
@@ -355,10 +374,12 @@ def is_disabled() -> bool:
 
 
 def mace_has_plugin_hook() -> bool:
-    """A mace-torch that calls ``mace.plugins`` entry points itself needs no wrappers."""
-    import importlib.util
-
-    return importlib.util.find_spec("mace.tools.plugins") is not None
+    """A mace-torch that calls ``mace.plugins`` entry points itself (patches/0002) needs no wrappers."""
+    try:
+        plugins = importlib.import_module("mace.tools.plugins")
+    except ImportError:
+        return False
+    return getattr(plugins, "GROUP", None) == "mace.plugins" and callable(getattr(plugins, "call", None))
 
 
 # -- adapter for mace-torch 0.3.x without the hook: wrappers -----------------------------------------

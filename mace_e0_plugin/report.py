@@ -51,8 +51,20 @@ def format_solution(head: str, solution: E0Solution) -> str:
     return "\n".join(lines)
 
 
+def format_sampling(sampling: Dict[str, object]) -> str:
+    text = (f"used a composition-stratified sample: {sampling['n_sampled']} of {sampling['n_available']} "
+            "configs")
+    if sampling.get("stopped_early"):
+        text += f", stopped early once every determined E0's standard error was below {sampling['se_tolerance']} eV"
+    return text
+
+
 def format_estimate(estimate: Estimate) -> str:
-    parts = [format_solution(head, solution) for head, solution in estimate.solutions.items()]
+    parts = []
+    for head, solution in estimate.solutions.items():
+        parts.append(format_solution(head, solution))
+        if head in estimate.sampling:
+            parts.append(format_sampling(estimate.sampling[head]))
     timing = estimate.timing
     if timing:
         parts.append(f"E0 estimate took {timing.get('inference_s', 0.0):.2f} s of inference and "

@@ -39,15 +39,26 @@ def request(model, dataset):
     return HeadRequest(name="Default", index=1, dataset=dataset, prior_e0s=read_e0s(model, 1))
 
 
-def _estimate_worker(rank, world_size, folder):
+def _estimate_worker(rank, world_size, folder, se_tolerance=None):
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous",
                                          rank=rank, world_size=world_size)
     model = torch.load(folder / "foundation.model", weights_only=False)
     _, _, tuned = setup_from(folder, model)
-    estimate = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, distributed=True, progress=False)
+    wanted = request(model, tuned)
+    wanted.se_tolerance = se_tolerance
+    estimate = estimate_e0s(model, [wanted], "cpu", batch_size=1 if se_tolerance else 5, distributed=True,
+                            progress=False)
     torch.save({"e0s": estimate.solutions["Default"].e0s, "n_configs": estimate.solutions["Default"].n_configs},
                folder / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
+
+
+def spawn(worker, world_size, folder, *args):
+    for old in folder.glob("rank*.pt"):
+        old.unlink()
+    (folder / "rendezvous").unlink(missing_ok=True)
+    mp.spawn(worker, args=(world_size, folder, *args), nprocs=world_size, join=True)
+    return [torch.load(folder / f"rank{rank}.pt") for rank in range(world_size)]
 
 
 def setup_from(folder, model):
@@ -80,11 +91,7 @@ def test_sharded_collection_equals_one_process(shared_setup, world_size):
     _, _, tuned = setup_from(folder, model)
     single = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, progress=False).solutions["Default"]
 
-    for old in folder.glob("rank*.pt"):
-        old.unlink()
-    (folder / "rendezvous").unlink(missing_ok=True)
-    mp.spawn(_estimate_worker, args=(world_size, folder), nprocs=world_size, join=True)
-    results = [torch.load(folder / f"rank{rank}.pt") for rank in range(world_size)]
+    results = spawn(_estimate_worker, world_size, folder)
 
     assert all(r["e0s"] == results[0]["e0s"] for r in results)  # bit-identical on every rank
     assert all(r["n_configs"] == N_CONFIGS for r in results)  # each config counted exactly once
@@ -140,3 +147,35 @@ def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(share
     report = json.loads((folder / "results-0" / "ft_E0s_linear_system.json").read_text())
     assert report["heads"]["Default"]["n_configs"] == N_CONFIGS
     assert not (folder / "results-1").exists()
+
+
+def test_early_stop_on_uneven_shards_stops_every_rank_at_once(shared_setup):
+    # Exact data: standard errors are ~0 as soon as the fit has enough degrees of freedom, so every
+    # rank must agree to stop at the first common check (10 batches of 1 config on each of 2 ranks).
+    results = spawn(_estimate_worker, 2, shared_setup, 1e-6)
+    assert results[0] == results[1]
+    assert results[0]["n_configs"] == 20 < N_CONFIGS
+    expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
+    assert results[0]["e0s"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_torchrun_shards_the_mace_e0_command(shared_setup, tmp_path):
+    import shutil
+
+    from conftest import run_command
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    folder = shared_setup
+    single, sharded = tmp_path / "single.json", tmp_path / "sharded.json"
+    common = ["estimate", str(folder / "foundation.model"), str(folder / "tuned.xyz"), "--energy-key", "REF_energy",
+              "--head", "Default", "--device", "cpu", "--batch-size", "4"]
+    assert run_command(["mace-e0", *common, "--output", str(single)], cwd=tmp_path).returncode == 0
+    result = run_command(["torchrun", "--standalone", "--nproc_per_node=3", "--no-python", "mace-e0", *common,
+                          "--output", str(sharded)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("E0 re-estimation for head 'Default'") == 1  # rank 0 reports
+    one, three = (json.loads(p.read_text())["heads"]["Default"] for p in (single, sharded))
+    assert one["n_configs"] == three["n_configs"] == N_CONFIGS
+    for z in one["E0s"]:
+        assert three["E0s"][z] == pytest.approx(one["E0s"][z], abs=1e-8)

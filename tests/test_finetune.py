@@ -35,6 +35,8 @@ def test_naive_finetune_writes_planted_shifts_into_every_saved_model(foundation,
         assert head["corrections"][str(z)] == pytest.approx(shift, abs=1e-6)
         assert head["E0s"][str(z)] == pytest.approx(foundation.e0s[z] + shift, abs=1e-6)
     assert head["rmse_per_atom_after_meV"] < 1e-3 < head["rmse_per_atom_before_meV"]
+    figure = work / "results" / "ft_E0s_linear_system.png"  # mace's --plot is on by default
+    assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_total_weighting_from_a_config_yaml(foundation, planted_train, tmp_path):
