@@ -55,6 +55,17 @@ def test_mace_run_train_accepts_the_e0s_json(foundation, planted_train, tmp_path
     assert saved_e0s(tmp_path / "run" / "scratch.model")[0].tolist() == [written[k] for k in ("1", "6", "8")]
 
 
+def test_graphs_built_in_dataloader_workers_give_the_same_e0s(foundation, planted_train, tmp_path, capsys):
+    reports = []
+    for workers in (0, 2):
+        output = tmp_path / f"workers{workers}.json"
+        assert cli(capsys, "estimate", foundation.path, planted_train, "--energy-key", "REF_energy",
+                   "--num-workers", workers, "--output", output)[0] == 0
+        reports.append(json.loads(output.read_text())["heads"]["Default"])
+    assert reports[0]["n_configs"] == reports[1]["n_configs"] == 40
+    assert reports[1]["E0s"] == pytest.approx(reports[0]["E0s"], abs=1e-10)
+
+
 def test_total_weighting_and_a_prior_file(foundation, tmp_path, capsys):
     train = write_xyz(tmp_path / "train.xyz", planted_configs(foundation, 20, seed=5, stoichiometry={1: 2, 8: 1}))
     prior = tmp_path / "isolated.xyz"
