@@ -22,10 +22,12 @@ PROG = "mace-e0"
 # -- estimate -------------------------------------------------------------------------------------
 def estimate(args) -> int:
     import torch
+    from ase.data import chemical_symbols
 
     from .datasets import load_data, read_model
     from .estimate import HeadRequest, estimate_e0s
     from .models import model_atomic_numbers, model_heads, read_e0s, select_head
+    from .plot import SAMPLE_SIZE, plot_solution
     from .priors import check_prior_source, choose_prior, prior_vector, read_prior_file
     from .report import e0s_mapping, format_estimate, write_json, write_report
 
@@ -47,11 +49,11 @@ def estimate(args) -> int:
                           se_tolerance=args.se_tolerance, seed=args.seed)
     result = estimate_e0s(model, [request], args.device, batch_size=args.batch_size,
                           num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
-                          sample_limit=20_000 if args.plot else 0)
+                          sample_limit=SAMPLE_SIZE if args.plot else 0)
     if rank != 0:
         return 0
-    note = f" (elements it lacks keep the model's E0s: {len(fell_back)})" if fell_back and prior else ""
-    print(f"prior: {label}{note}")
+    lacking = ", ".join(chemical_symbols[z] for z in fell_back)
+    print(f"prior: {label}" + (f" (it lacks {lacking}, which keep the model's E0s)" if fell_back and prior else ""))
     print(format_estimate(result))
     solution = result.solutions[heads[index]]
     if args.output:
@@ -59,8 +61,6 @@ def estimate(args) -> int:
     if args.e0s_json:
         print(f"E0s for mace_run_train --E0s={write_json(args.e0s_json, e0s_mapping(solution))}")
     if args.plot:
-        from .plot import plot_solution
-
         print(f"figure: {plot_solution(args.plot, heads[index], solution, result.samples.get(heads[index]))}")
     return 0
 

@@ -34,7 +34,6 @@ from .errors import E0InputError
 from .priors import FOUNDATION, check_prior_source, choose_prior, prior_vector, read_prior_file
 
 KEYWORD = "linear_system"
-PLOT_SAMPLE = 20_000  # configs kept per head for the figure
 SUPPORTED_MACE = "mace-torch 0.3.x (tested with 0.3.16)"
 _MARK = "_mace_e0_plugin_wraps"
 
@@ -243,6 +242,7 @@ def before_training(model, train_loader, device, swa=None, distributed: bool = F
         return
     from .estimate import estimate_e0s
     from .models import write_e0s
+    from .plot import SAMPLE_SIZE
     from .report import format_estimate, report_path, write_report
 
     requests = _head_requests(run, model, train_loader.dataset)
@@ -252,7 +252,7 @@ def before_training(model, train_loader, device, swa=None, distributed: bool = F
     estimate = estimate_e0s(model, requests, device, batch_size=args.valid_batch_size,
                             num_workers=args.num_workers, pin_memory=args.pin_memory,
                             distributed=distributed, progress=(rank == 0),
-                            sample_limit=PLOT_SAMPLE if plotting else 0)
+                            sample_limit=SAMPLE_SIZE if plotting else 0)
     copies = [model] + ([swa.model] if swa is not None else [])
     for request in requests:
         for copy in copies:

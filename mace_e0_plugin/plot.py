@@ -3,15 +3,12 @@
 from typing import Optional
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from .collect import ResidualSample
 from .linear_system import E0Solution, format_combination
 
-
-def _symbol(z: int) -> str:
-    from ase.data import chemical_symbols
-
-    return chemical_symbols[z]
+SAMPLE_SIZE = 20_000  # configs per head kept for the histograms: a fixed cost however large the data
 
 
 def plot_solution(path: str, head: str, solution: E0Solution, sample: Optional[ResidualSample]) -> str:
@@ -46,7 +43,7 @@ def plot_solution(path: str, head: str, solution: E0Solution, sample: Optional[R
             axis.set_axis_off()
 
     present = [i for i, p in enumerate(solution.present) if p]
-    symbols = [_symbol(solution.atomic_numbers[i]) for i in present]
+    symbols = [chemical_symbols[solution.atomic_numbers[i]] for i in present]
     values = correction[present]
     errors = np.array([solution.standard_errors[i] for i in present], dtype=float)
     determined = [solution.determined[i] for i in present]

@@ -5,14 +5,10 @@ import math
 import os
 from typing import Dict, Optional
 
+from ase.data import chemical_symbols
+
 from .estimate import Estimate
 from .linear_system import E0Solution, format_combination
-
-
-def _symbol(z: int) -> str:
-    from ase.data import chemical_symbols
-
-    return chemical_symbols[z]
 
 
 def _number(value: float, digits: int = 6) -> str:
@@ -32,7 +28,7 @@ def format_solution(head: str, solution: E0Solution) -> str:
         if not solution.present[i]:
             continue
         lines.append(
-            f"{_symbol(z):>3} {z:>3} {solution.start_e0s[i]:>16.6f} {solution.prior_e0s[i]:>16.6f} "
+            f"{chemical_symbols[z]:>3} {z:>3} {solution.start_e0s[i]:>16.6f} {solution.prior_e0s[i]:>16.6f} "
             f"{solution.corrections[i]:>16.6f} {solution.e0s[i]:>16.6f} "
             f"{_number(solution.standard_errors[i]):>15}")
     absent = len(solution.atomic_numbers) - solution.n_elements
@@ -85,10 +81,9 @@ def write_report(path: str, estimate: Estimate) -> str:
     return write_json(path, estimate.to_dict())
 
 
-def e0s_mapping(solution: E0Solution, present_only: bool = False) -> Dict[str, float]:
-    """``{"Z": eV}``: the file format that ``mace_run_train --E0s=file.json`` reads."""
-    return {str(z): e for z, e, p in zip(solution.atomic_numbers, solution.e0s, solution.present)
-            if p or not present_only}
+def e0s_mapping(solution: E0Solution) -> Dict[str, float]:
+    """``{"Z": eV}`` for every element of the model: the file ``mace_run_train --E0s=file.json`` reads."""
+    return {str(z): e for z, e in zip(solution.atomic_numbers, solution.e0s)}
 
 
 def report_path(results_dir: str, name: Optional[str]) -> str:
