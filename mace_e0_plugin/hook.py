@@ -134,19 +134,27 @@ def configure(args) -> Optional[LinearSystemRun]:
         energy_key = head.get("energy_key", args.energy_key)
         file_prior = None if source in (None, FOUNDATION) else read_prior_file(source, energy_key, option)
         train_files = head.get("train_file", args.train_file)
-        max_configs = head.get("E0s_max_configs", getattr(args, "E0s_max_configs", None))
-        se_tolerance = head.get("E0s_se_tolerance", getattr(args, "E0s_se_tolerance", None))
-        if max_configs is not None and int(max_configs) < 1:
-            raise E0InputError(f"head '{name}': E0s_max_configs={max_configs}; give a positive number of configs.")
-        if se_tolerance is not None and not float(se_tolerance) > 0:
-            raise E0InputError(f"head '{name}': E0s_se_tolerance={se_tolerance}; give a positive energy in eV.")
         plans[name] = HeadPlan(name=name, weighting=weighting, prior_source=source, file_prior=file_prior,
                                energy_key=energy_key,
                                train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
-                               max_configs=None if max_configs is None else int(max_configs),
-                               se_tolerance=None if se_tolerance is None else float(se_tolerance))
+                               max_configs=_positive(name, head, args, "E0s_max_configs", int, "number of configs"),
+                               se_tolerance=_positive(name, head, args, "E0s_se_tolerance", float, "energy in eV"))
     _run = LinearSystemRun(args, plans)
     return _run
+
+
+def _positive(head_name: str, head: dict, args, option: str, kind, what: str):
+    """A head's numeric option (its own, else the command line's): None or a positive ``kind``."""
+    value = head.get(option, getattr(args, option, None))
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number > 0:
+        raise E0InputError(f"head '{head_name}': {option}={value!r}; give a positive {what}.")
+    return number
 
 
 def _head_dicts(args) -> Dict[str, dict]:

@@ -95,3 +95,13 @@ def test_linear_system_on_the_replay_head_is_refused(foundation, planted_train, 
     heads = {"pt_head": {"train_file": str(planted_train), "E0s": "linear_system"}}
     argv = finetune_argv(foundation, planted_train, tmp_path / "run", "--heads", json.dumps(heads))
     assert "pt_head" in fails_before_training(argv, tmp_path / "run")
+
+
+@pytest.mark.parametrize("option, value", [("E0s_max_configs", "all"), ("E0s_max_configs", 0),
+                                           ("E0s_se_tolerance", -0.01)])
+def test_non_positive_or_non_numeric_sampling_options_in_a_heads_block(foundation, planted_train, tmp_path,
+                                                                      option, value):
+    heads = {"Default": {"train_file": str(planted_train), "E0s": "linear_system", option: value}}
+    argv = finetune_argv(foundation, planted_train, tmp_path / "run", "--heads", json.dumps(heads))
+    message = fails_before_training(argv, tmp_path / "run")
+    assert f"{option}={value!r}" in message and "give a positive" in message
