@@ -29,7 +29,8 @@ def estimate(args) -> int:
     from .models import model_atomic_numbers, model_heads, read_e0s, select_head
     from .plot import SAMPLE_SIZE, plot_solution
     from .priors import check_prior_source, choose_prior, prior_vector, read_prior_file
-    from .report import e0s_mapping, format_estimate, write_json, write_report
+    from .files import write_json
+    from .report import e0s_mapping, format_estimate, write_report
 
     outputs = [p for p in (args.output, args.e0s_json, args.plot) if p]
     _refuse_overwrite(outputs, args.force)
@@ -108,10 +109,10 @@ def show(args) -> int:
 
 # -- apply ----------------------------------------------------------------------------------------
 def apply(args) -> int:
-    import torch
     from ase.data import chemical_symbols
 
     from .datasets import read_model
+    from .files import save_torch
     from .models import model_atomic_numbers, model_heads, read_e0s, select_head, write_e0s
     from .priors import read_e0s_json
 
@@ -130,7 +131,7 @@ def apply(args) -> int:
                            f"it has {', '.join(chemical_symbols[z] for z in numbers)}.")
     row = [new.get(z, old) for z, old in zip(numbers, read_e0s(model, index))]
     write_e0s(model, index, row)
-    torch.save(model, args.output)
+    save_torch(args.output, model)
     kept = [chemical_symbols[z] for z in numbers if z not in new]
     print(f"wrote {args.output}: head '{heads[index]}' with the E0s of "
           f"{', '.join(chemical_symbols[z] for z in numbers if z in new)}"

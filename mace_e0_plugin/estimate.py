@@ -106,7 +106,7 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
         for request, system in zip(requests, systems)
     }
     if world_size > 1:
-        _broadcast_e0s(list(solutions.values()), device)
+        broadcast_e0s(list(solutions.values()), device)
     solve_s = time.perf_counter() - started
     return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples, sampling)
 
@@ -151,7 +151,7 @@ def _check_usable(request: HeadRequest, system: E0LinearSystem) -> None:
             "(--energy_key) and that the file holds energies.")
 
 
-def _broadcast_e0s(solutions: List[E0Solution], device) -> None:
+def broadcast_e0s(solutions: List[E0Solution], device) -> None:
     packed = torch.tensor([e for s in solutions for e in s.e0s], dtype=torch.float64, device=device)
     torch.distributed.broadcast(packed, src=0)
     values = packed.tolist()

@@ -7,16 +7,21 @@ The public functions below are named after the step of the run at which they act
     dataset_loaded(head, configs, atoms)    note a head's training set and IsolatedAtom energies
     atomic_energies(E0s, z_table, ...)      E0s to build the model with: the foundation's
     before_training(model, train_loader, ...)  collect, solve, write into every copy, report
+    epoch_start(epoch)                      --E0s_refit=epoch: gather statistics from the loss...
+    epoch_end(epoch)                        ...and re-solve before mace validates
+    after_training(checkpoint_handler, ...) --E0s_refit=final: refit the checkpoints mace reloads
 
 Two adapters call them. A mace-torch with the ``mace.plugins`` entry-point hook (patches/) calls
 ``MacePlugin``. mace-torch 0.3.16 has none, so ``install()`` wraps the functions that lead to those
 steps (``tools.build_default_arg_parser``, ``tools.check_args``, ``get_dataset_from_xyz``,
-``get_atomic_energies``, ``tools.train``); the wrappers do nothing unless the run asked for
-``linear_system`` on at least one head.
+``get_atomic_energies``, ``tools.train``, ``train_one_epoch``); the wrappers do nothing unless the
+run asked for ``linear_system`` on at least one head.
 
 Why at the entry of training: by then the model is built, LoRA is injected, the cueq conversion
 and any checkpoint restore are done, and mace 0.3.16's ``load_foundations_elements`` has had its
 chance to overwrite ``atomic_energies`` with the foundation's. Writing any earlier would be undone.
+Why the final refit rewrites checkpoints: after training, mace 0.3.16 reloads the latest
+checkpoint(s) to save ``name.model`` and to evaluate; anything written into the model is lost.
 """
 
 import ast
@@ -28,10 +33,12 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, List, Optional
 
 from .errors import E0InputError
 from .priors import FOUNDATION, check_prior_source, choose_prior, prior_vector, read_prior_file
+from .refit import DEFAULT_MODE as DEFAULT_REFIT
+from .refit import MODES as REFIT_MODES
 
 KEYWORD = "linear_system"
 SUPPORTED_MACE = "mace-torch 0.3.x (tested with 0.3.16)"
@@ -72,6 +79,13 @@ def add_arguments(parser) -> None:
         "--E0s_se_tolerance", type=float, default=None,
         help="Stop collecting (in stratified order) once every E0 the data determine has a standard "
              "error below this many eV. Default: no early stop.")
+    group.add_argument(
+        "--E0s_refit", type=str, default=DEFAULT_REFIT, choices=list(REFIT_MODES),
+        help="Keep the E0s optimal while the network trains (its energies drift): 'epoch' re-solves "
+             "them at the end of every epoch, before validation, from the training batches' own "
+             "predictions (no extra pass); 'final' refits each checkpoint mace saves from, with its "
+             "exact (EMA/stage-two) weights, in one no-grad pass after the last epoch; 'none' keeps "
+             f"the first estimate. Default: {DEFAULT_REFIT}.")
 
 
 @dataclass
@@ -86,6 +100,7 @@ class HeadPlan:
     train_files: List[str]
     max_configs: Optional[int] = None
     se_tolerance: Optional[float] = None
+    refit: FrozenSet[str] = frozenset()  # --E0s_refit: when to re-solve during and after training
     isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
     n_train_configs: Optional[int] = None  # xyz heads: before mace replicates them for replay
 
@@ -99,6 +114,9 @@ class LinearSystemRun:
         self.args = args
         self.heads = heads
         self._foundation_e0s: Optional[Dict[int, float]] = None
+        self.refitter = None  # a refit.Refitter while tools.train runs, if any head refits
+        self.report: Dict[str, object] = {}  # the JSON report's content
+        self.rank = 0
 
     def foundation_e0s(self) -> Dict[int, float]:
         if self._foundation_e0s is None:
@@ -138,7 +156,8 @@ def configure(args) -> Optional[LinearSystemRun]:
                                energy_key=energy_key,
                                train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
                                max_configs=_positive(name, head, args, "E0s_max_configs", int, "number of configs"),
-                               se_tolerance=_positive(name, head, args, "E0s_se_tolerance", float, "energy in eV"))
+                               se_tolerance=_positive(name, head, args, "E0s_se_tolerance", float, "energy in eV"),
+                               refit=_refit_mode(name, head, args))
     _run = LinearSystemRun(args, plans)
     return _run
 
@@ -155,6 +174,14 @@ def _positive(head_name: str, head: dict, args, option: str, kind, what: str):
     if number is None or not number > 0:
         raise E0InputError(f"head '{head_name}': {option}={value!r}; give a positive {what}.")
     return number
+
+
+def _refit_mode(head_name: str, head: dict, args) -> FrozenSet[str]:
+    mode = str(head.get("E0s_refit", getattr(args, "E0s_refit", DEFAULT_REFIT))).strip().lower()
+    if mode not in REFIT_MODES:
+        option = f"heads.{head_name}.E0s_refit" if "E0s_refit" in head else "--E0s_refit"
+        raise E0InputError(f"{option}={mode}; use one of {', '.join(REFIT_MODES)}.")
+    return REFIT_MODES[mode]
 
 
 def _head_dicts(args) -> Dict[str, dict]:
@@ -237,23 +264,46 @@ def _symbols(numbers) -> str:
 
 
 def before_training(model, train_loader, device, swa=None, distributed: bool = False,
-                    checkpoint_handler=None, rank: int = 0, **_unused) -> None:
-    """Collect, solve, write the new E0s into every copy of the model, and report."""
+                    checkpoint_handler=None, rank: int = 0, loss_fn=None, optimizer=None,
+                    **_unused) -> None:
+    """Collect, solve, write the new E0s into every copy of the model, and report; then set up
+    the refits of --E0s_refit."""
     global _run
-    run, _run = _run, None
+    run = _run
     if run is None:
         return
     args = run.args
+    run.rank = rank
+    requests = _head_requests(run, model, train_loader.dataset)
+    copies = [model] + ([swa.model] if swa is not None else [])
     if _restored_from_checkpoint(args, checkpoint_handler):
         log.info(f"--E0s={KEYWORD}: restarted from a checkpoint, whose E0s were already re-estimated; "
                  "keeping them")
+        run.report = _previous_report(args)
+    else:
+        run.report = _estimate(run, model, requests, copies, device, distributed, rank)
+    modes = {name: plan.refit for name, plan in run.heads.items()}
+    if not any(modes.values()):
+        _run = None  # nothing more to do in this run
         return
+    from torch.optim import LBFGS
+
+    from .refit import Refitter
+
+    run.refitter = Refitter(requests, modes, model, copies, device, batch_size=args.valid_batch_size,
+                            num_workers=args.num_workers, pin_memory=args.pin_memory,
+                            distributed=distributed, rank=rank,
+                            one_pass_per_epoch=not isinstance(optimizer, LBFGS))
+    run.refitter.attach(loss_fn, swa.loss_fn if swa is not None else None)
+
+
+def _estimate(run: LinearSystemRun, model, requests, copies, device, distributed: bool, rank: int):
     from .estimate import estimate_e0s
     from .models import write_e0s
     from .plot import SAMPLE_SIZE
-    from .report import format_estimate, report_path, write_report
+    from .report import format_estimate
 
-    requests = _head_requests(run, model, train_loader.dataset)
+    args = run.args
     log.info(f"--E0s={KEYWORD}: running the model over the training data of head(s) "
              f"{', '.join(r.name for r in requests)} to re-estimate E0s")
     plotting = bool(getattr(args, "plot", False)) and rank == 0
@@ -261,16 +311,100 @@ def before_training(model, train_loader, device, swa=None, distributed: bool = F
                             num_workers=args.num_workers, pin_memory=args.pin_memory,
                             distributed=distributed, progress=(rank == 0),
                             sample_limit=SAMPLE_SIZE if plotting else 0)
-    copies = [model] + ([swa.model] if swa is not None else [])
     for request in requests:
         for copy in copies:
             write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
+    content = estimate.to_dict()
     if rank == 0:
         log.info("\n" + format_estimate(estimate))
-        path = write_report(report_path(args.results_dir, args.name), estimate)
+        path = _write_report(run.args, content)
         log.info(f"--E0s={KEYWORD}: report written to {path}")
         if plotting:
             _plot(estimate, path)
+    return content
+
+
+def epoch_start(epoch: int) -> None:  # pylint: disable=unused-argument
+    if _run is not None and _run.refitter is not None:
+        _run.refitter.epoch_start()
+
+
+def epoch_end(epoch: int) -> None:
+    """--E0s_refit=epoch: re-solve from the epoch's training batches, before mace validates."""
+    if _run is None or _run.refitter is None:
+        return
+    refits = _run.refitter.epoch_end(epoch)
+    _log_refits(refits)
+    if refits and _run.rank == 0:
+        _write_report(_run.args, _with_refits(_run))
+
+
+def after_training(checkpoint_handler=None, swa=None, **_unused) -> None:
+    """--E0s_refit=final: refit the checkpoints mace is about to reload, then the last report."""
+    global _run
+    run, _run = _run, None
+    if run is None or run.refitter is None:
+        return
+    try:
+        if checkpoint_handler is not None:
+            _log_refits(run.refitter.final(checkpoint_handler.io, stage_two=swa is not None))
+    finally:
+        run.refitter.detach()
+    if run.rank == 0:
+        path = _write_report(run.args, _with_refits(run))
+        log.info(f"--E0s={KEYWORD}: report with the E0s of the saved model(s) written to {path}")
+
+
+def training_failed() -> None:
+    """tools.train raised: stop watching the loss, and forget the run."""
+    global _run
+    run, _run = _run, None
+    if run is not None and run.refitter is not None:
+        run.refitter.detach()
+
+
+def _log_refits(refits) -> None:
+    from .refit import format_refit
+
+    if _run is None or _run.rank == 0:
+        for refit in refits:
+            log.info(format_refit(refit))
+
+
+def _with_refits(run: LinearSystemRun) -> Dict[str, object]:
+    """The report with every refit so far; each head's E0s are those of the last model mace saves."""
+    content = dict(run.report)
+    content["refits"] = list(content.get("refits", [])) + [r.to_dict() for r in run.refitter.refits]
+    heads = {name: dict(entry) for name, entry in content.get("heads", {}).items()}
+    elements = run.refitter.model.atomic_numbers.tolist()
+    for name, e0s in run.refitter.saved_e0s.items():
+        entry = heads.setdefault(name, {})
+        entry.setdefault("estimated_E0s", entry.get("E0s"))
+        entry["E0s"] = {str(z): e for z, e in zip(elements, e0s)}
+        if "starting_E0s" in entry:
+            entry["corrections"] = {z: entry["E0s"][z] - entry["starting_E0s"][z] for z in entry["E0s"]}
+    content["heads"] = heads
+    return content
+
+
+def _write_report(args, content: Dict[str, object]) -> str:
+    from .files import write_json
+    from .report import report_path
+
+    return write_json(report_path(args.results_dir, args.name), content)
+
+
+def _previous_report(args) -> Dict[str, object]:
+    """A restarted run goes on with the report of the run it restarts, if it is there."""
+    import json
+
+    from .report import report_path
+
+    try:
+        with open(report_path(args.results_dir, args.name), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
 
 
 def _plot(estimate, report_file: str) -> None:
@@ -374,6 +508,18 @@ class MacePlugin:
     def before_training(args=None, **train_kwargs):  # pylint: disable=unused-argument
         before_training(**train_kwargs)
 
+    @staticmethod
+    def epoch_start(epoch, **_context):
+        epoch_start(epoch)
+
+    @staticmethod
+    def epoch_end(epoch, **_context):
+        epoch_end(epoch)
+
+    @staticmethod
+    def after_training(args=None, **train_kwargs):  # pylint: disable=unused-argument
+        after_training(**train_kwargs)
+
 
 def is_disabled() -> bool:
     from ._bootstrap import is_disabled as environment_says_off
@@ -429,20 +575,44 @@ def _wrap_train(original):
     signature = inspect.signature(original)
 
     def train(*args, **kwargs):
-        if _run is not None:
-            before_training(**signature.bind(*args, **kwargs).arguments)
-        return original(*args, **kwargs)
+        if _run is None:
+            return original(*args, **kwargs)
+        arguments = signature.bind(*args, **kwargs).arguments
+        before_training(**arguments)
+        try:
+            result = original(*args, **kwargs)
+        except BaseException:
+            training_failed()
+            raise
+        after_training(**arguments)
+        return result
     return train
 
 
+def _wrap_train_one_epoch(original):
+    signature = inspect.signature(original)
+
+    def train_one_epoch(*args, **kwargs):
+        if _run is None:
+            return original(*args, **kwargs)
+        epoch = signature.bind(*args, **kwargs).arguments["epoch"]
+        epoch_start(epoch)
+        result = original(*args, **kwargs)
+        epoch_end(epoch)
+        return result
+    return train_one_epoch
+
+
 # (module, attribute, wrapper factory). mace.cli.run_train binds the middle two with
-# ``from ... import``, so they are patched in their home module before it loads.
+# ``from ... import``, so they are patched in their home module before it loads; tools.train
+# looks train_one_epoch up in its own module at each call.
 _TARGETS = [
     ("mace.tools", "build_default_arg_parser", _wrap_build_default_arg_parser),
     ("mace.tools", "check_args", _wrap_check_args),
     ("mace.tools.scripts_utils", "get_dataset_from_xyz", _wrap_get_dataset_from_xyz),
     ("mace.tools.scripts_utils", "get_atomic_energies", _wrap_get_atomic_energies),
     ("mace.tools", "train", _wrap_train),
+    ("mace.tools.train", "train_one_epoch", _wrap_train_one_epoch),
 ]
 
 

@@ -65,17 +65,24 @@ class E0LinearSystem:
         return self.fit_moments.device
 
     @torch.no_grad()
-    def update(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
+    def update(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor,
+               selected: Optional[torch.Tensor] = None) -> None:
         """Add a batch: counts [B, n_elements], residuals E_ref - E_pred [B], and MACE's
         ``weight * energy_weight`` [B], which is 0 for configs without an energy label.
 
         Unlabelled configs are skipped and counted; labelled ones with a non-finite residual are
         counted separately (the caller turns them into an error) and kept out of the sums.
+        ``selected`` [B] (bool), if given, keeps only those configs (one head's, in a batch that
+        mixes heads); the others are neither used nor counted. A mask, not an index, so that
+        nothing waits for the device.
         """
         counts = counts.to(self.fit_moments)
         residuals = residuals.to(self.fit_moments).reshape(-1)
         loss_weights = loss_weights.to(self.fit_moments).reshape(-1)
-        labelled = loss_weights > 0
+        if selected is None:
+            selected = torch.ones_like(residuals, dtype=torch.bool)
+        selected = selected.to(device=residuals.device, dtype=torch.bool).reshape(-1)
+        labelled = (loss_weights > 0) & selected
         finite = torch.isfinite(residuals)
         used = labelled & finite
         rows = torch.cat([counts, torch.where(used, residuals, 0.0).unsqueeze(1)], dim=1)
@@ -83,7 +90,7 @@ class E0LinearSystem:
         fit_weights = per_atom * loss_weights if self.weighting == "per_atom" else used.to(rows)
         self.fit_moments += (rows * fit_weights.unsqueeze(1)).T @ rows
         self.rmse_moments += (rows * per_atom.unsqueeze(1)).T @ rows
-        self.tally += torch.stack([used.sum(), (~labelled).sum(), (labelled & ~finite).sum()]).to(self.tally)
+        self.tally += torch.stack([used.sum(), (selected & ~labelled).sum(), (labelled & ~finite).sum()]).to(self.tally)
 
     # -- counts ---------------------------------------------------------------------------------
     @property
@@ -102,6 +109,11 @@ class E0LinearSystem:
         """Sum over usable configs of (count / N)^2 per element: zero iff the element never occurs."""
         n = len(self.atomic_numbers)
         return self.rmse_moments.diagonal()[:n]
+
+    def reset(self) -> None:
+        """Forget every batch, e.g. at the start of an epoch."""
+        for statistics in (self.fit_moments, self.rmse_moments, self.tally):
+            statistics.zero_()
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, object]:

@@ -5,7 +5,7 @@ MACE keeps E0s in the ``atomic_energies`` buffer of ``model.atomic_energies_fn``
 attribute), columns ordered as ``model.atomic_numbers``.
 """
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -40,7 +40,12 @@ def select_head(heads: Sequence[str], requested: Optional[str], option: str = "-
 def e0_buffers(module: torch.nn.Module) -> Iterator[torch.Tensor]:
     """Every E0 buffer inside ``module``: the model's own, and those of wrappers around copies of
     it (DistributedDataParallel, SWA's AveragedModel)."""
-    for name, buffer in module.named_buffers():
+    return state_e0_buffers(dict(module.named_buffers()))
+
+
+def state_e0_buffers(state: Mapping[str, torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Every E0 buffer in a state dict (a checkpoint's ``"model"``), or in named buffers."""
+    for name, buffer in state.items():
         if name.rsplit(".", 1)[-1] == BUFFER_NAME:
             yield buffer
 
@@ -57,11 +62,22 @@ def read_e0s(model: torch.nn.Module, head_index: int) -> List[float]:
     return _row(model.atomic_energies_fn.atomic_energies, head_index).detach().double().cpu().tolist()
 
 
+def read_state_e0s(state: Mapping[str, torch.Tensor], head_index: int) -> List[float]:
+    """One head's E0s from a state dict (the first E0 buffer in it)."""
+    buffer = next(state_e0_buffers(state))
+    return _row(buffer, head_index).detach().double().cpu().tolist()
+
+
 @torch.no_grad()
 def write_e0s(module: torch.nn.Module, head_index: int, e0s: Sequence[float]) -> int:
     """Write one head's E0 row into every E0 buffer in ``module``; returns how many were written."""
+    return write_rows(e0_buffers(module), head_index, e0s)
+
+
+@torch.no_grad()
+def write_rows(buffers: Iterable[torch.Tensor], head_index: int, e0s: Sequence[float]) -> int:
     written = 0
-    for buffer in e0_buffers(module):
+    for buffer in buffers:
         row = _row(buffer, head_index)
         row.copy_(torch.as_tensor(list(e0s), dtype=torch.float64).to(row))
         written += 1

@@ -6,6 +6,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from .collect import ResidualSample
+from .files import write_atomically
 from .linear_system import E0Solution, format_combination
 
 SAMPLE_SIZE = 20_000  # configs per head kept for the histograms: a fixed cost however large the data
@@ -74,6 +75,6 @@ def plot_solution(path: str, head: str, solution: E0Solution, sample: Optional[R
               bbox=dict(boxstyle="round", facecolor="white", edgecolor=colour))
 
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
     plt.close(figure)
     return path

@@ -1,6 +1,5 @@
 """Reports: the table logged after an estimate, and the JSON file (I/O only, no math)."""
 
-import json
 import math
 import os
 from typing import Dict, Optional
@@ -8,6 +7,7 @@ from typing import Dict, Optional
 from ase.data import chemical_symbols
 
 from .estimate import Estimate
+from .files import write_json
 from .linear_system import E0Solution, format_combination
 
 
@@ -66,15 +66,6 @@ def format_estimate(estimate: Estimate) -> str:
         parts.append(f"E0 estimate took {timing.get('inference_s', 0.0):.2f} s of inference and "
                      f"{timing.get('solve_s', 0.0) * 1e3:.1f} ms of solving")
     return "\n".join(parts)
-
-
-def write_json(path: str, content: Dict[str, object]) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=2)
-        handle.write("\n")
-    return path
 
 
 def write_report(path: str, estimate: Estimate) -> str:

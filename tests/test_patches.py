@@ -187,15 +187,18 @@ wrapped = [f"{module}.{name}" for module, name, _ in hook._TARGETS
 print("RESULT " + json.dumps({"has_hook": hook.mace_has_plugin_hook(), "wrapped": wrapped,
                               "plugins": [name for name, _ in plugins.load_plugins()]}))
 """
-    result = run_command([PYTHON, "-c", code, str(plugin_mace), *finetune_argv(foundation, planted_train, work)],
-                         cwd=tmp_path, env=python_env(plugin_mace))
+    argv = finetune_argv(foundation, planted_train, work, "--E0s_refit", "epoch+final")
+    result = run_command([PYTHON, "-c", code, str(plugin_mace), *argv], cwd=tmp_path, env=python_env(plugin_mace))
     assert result.returncode == 0, failure(result)
     state = json.loads(marked_line(result.stdout, "RESULT "))
     assert state == {"has_hook": True, "wrapped": [], "plugins": ["e0"]}
-    assert torch.allclose(saved_e0s(work / "ft.model")[0], expected_e0s(foundation), atol=1e-6, rtol=0)
-    head = report(work)["heads"]["Default"]
-    assert head["E0s"] == pytest.approx(
+    content = report(work)
+    assert content["heads"]["Default"]["estimated_E0s"] == pytest.approx(
         {str(z): e for z, e in zip(sorted(foundation.e0s), expected_e0s(foundation).tolist())}, abs=1e-6)
+    # The epoch_start/epoch_end/after_training hooks drive the refits: the saved model has the final one.
+    assert [(r["kind"], r["epoch"]) for r in content["refits"]] == [("epoch", 0), ("final", 0)]
+    final = content["refits"][-1]["E0s"]
+    assert saved_e0s(work / "ft.model")[0].tolist() == [final[str(z)] for z in sorted(foundation.e0s)]
 
 
 def test_0002_help_lists_the_plugins_options(plugin_mace, tmp_path):
@@ -213,7 +216,7 @@ mace.cli.run_train.main()
     result = run_command([PYTHON, "-c", code, str(plugin_mace)], cwd=tmp_path, env=python_env(plugin_mace))
     assert result.returncode == 0, failure(result)
     assert marked_line(result.stdout, "WRAPPED ") == "False"
-    assert "--E0s_prior" in result.stdout and "--E0s_weighting" in result.stdout
+    assert "--E0s_prior" in result.stdout and "--E0s_weighting" in result.stdout and "--E0s_refit" in result.stdout
     assert "linear_system" in result.stdout
 
 

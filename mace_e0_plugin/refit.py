@@ -1,0 +1,238 @@
+"""``--E0s_refit``: keep the E0s optimal for the network while it trains (MACE training glue).
+
+For a fixed network the energy loss is quadratic in the E0s, so their best values are the
+solution of the same linear system the first estimate solves, with the network's current
+predictions. Fine-tuning drifts the network's energies composition-linearly; a refit undoes that
+at the cost of a solve:
+
+    epoch   at the end of every epoch, before mace validates, from statistics that a forward
+            hook on mace's loss module gathers from every training batch's predictions: no extra
+            pass. (LBFGS evaluates the loss many times per step, so there a no-grad pass is made.)
+    final   after the last epoch, for each checkpoint that mace reloads to save and evaluate
+            (stage one, and stage two with --swa), one no-grad pass with exactly its weights (EMA
+            ones where mace saved those); the new E0s are written into that checkpoint, so
+            name.model, name_compiled.model, name_stagetwo.model and mace's closing error table
+            each carry the refit of their own weights.
+
+The solve, its prior and its rank handling are the first estimate's: directions the data do not
+determine keep the prior.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Sequence
+
+import torch
+
+from .collect import element_counts
+from .errors import E0InputError
+from .estimate import Estimate, HeadRequest, broadcast_e0s, estimate_e0s
+from .files import save_torch
+from .linear_system import E0LinearSystem, E0Solution, all_reduce_
+from .models import model_atomic_numbers, read_e0s, read_state_e0s, state_e0_buffers, write_e0s, write_rows
+
+EPOCH, FINAL = "epoch", "final"
+MODES: Dict[str, FrozenSet[str]] = {
+    "none": frozenset(),
+    EPOCH: frozenset({EPOCH}),
+    FINAL: frozenset({FINAL}),
+    f"{EPOCH}+{FINAL}": frozenset({EPOCH, FINAL}),
+}
+DEFAULT_MODE = f"{EPOCH}+{FINAL}"
+
+log = logging.getLogger("mace_e0_plugin")
+
+
+@dataclass
+class Refit:
+    """One head's refit: at an epoch's end, or of a checkpoint after training."""
+
+    head: str
+    kind: str  # EPOCH or FINAL
+    epoch: Optional[int]  # the epoch just trained, or the checkpoint's
+    solution: E0Solution
+    seconds: float
+    checkpoint: Optional[str] = None  # FINAL: the file written
+
+    @property
+    def largest_change(self):
+        """(|ΔE0| in eV, atomic number) of the element whose E0 moved most."""
+        return max((abs(c), z) for c, z in zip(self.solution.corrections, self.solution.atomic_numbers))
+
+    def to_dict(self) -> Dict[str, object]:
+        change, z = self.largest_change
+        solution = self.solution.to_dict()
+        return {"head": self.head, "kind": self.kind, "epoch": self.epoch, "checkpoint": self.checkpoint,
+                "E0s": solution["E0s"], "max_abs_change_eV": change, "max_change_element": z,
+                "rmse_per_atom_before_meV": solution["rmse_per_atom_before_meV"],
+                "rmse_per_atom_after_meV": solution["rmse_per_atom_after_meV"],
+                "n_configs": self.solution.n_configs, "seconds": self.seconds}
+
+
+class Refitter:
+    """The refits of one ``tools.train`` call, for the heads that asked for any.
+
+    >>> refitter = Refitter(requests, modes, model, copies, device, ...)
+    >>> refitter.attach(loss_fn, swa.loss_fn)      # before the first epoch
+    >>> refitter.epoch_start(); ...; refitter.epoch_end(epoch)    # around each epoch's steps
+    >>> refitter.final(checkpoint_handler.io, stage_two=swa is not None)
+    >>> refitter.detach()
+    """
+
+    def __init__(self, requests: Sequence[HeadRequest], modes: Dict[str, FrozenSet[str]],
+                 model: torch.nn.Module, copies: Sequence[torch.nn.Module], device,
+                 batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 distributed: bool = False, rank: int = 0, one_pass_per_epoch: bool = True):
+        self.epoch_requests = [r for r in requests if EPOCH in modes[r.name]]
+        self.final_requests = [r for r in requests if FINAL in modes[r.name]]
+        self.model, self.copies, self.device = model, list(copies), device
+        self.loader = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.distributed, self.rank = distributed, rank
+        # Statistics from the loss hold only where each config is seen once per epoch; LBFGS
+        # evaluates the whole set many times per step.
+        self.from_loss = one_pass_per_epoch
+        elements = model_atomic_numbers(model)
+        self.systems = {r.name: E0LinearSystem(elements, r.weighting, device=device) for r in self.epoch_requests}
+        self.refits: List[Refit] = []
+        self.saved_e0s: Dict[str, List[float]] = {}  # per head, of the last model mace will save
+        self._handles = []
+        self._collecting = False
+
+    # -- epoch refits ---------------------------------------------------------------------------
+    def attach(self, *loss_modules: Optional[torch.nn.Module]) -> None:
+        """Watch every call of mace's loss modules (stage one's, and stage two's with --swa)."""
+        if not (self.epoch_requests and self.from_loss):
+            return
+        for module in {id(m): m for m in loss_modules if m is not None}.values():
+            self._handles.append(module.register_forward_hook(self._observe, with_kwargs=True))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def epoch_start(self) -> None:
+        for system in self.systems.values():
+            system.reset()
+        self._collecting = True  # validation and mace's error tables call the loss too: not counted
+
+    @torch.no_grad()
+    def _observe(self, _module, args, kwargs, _output) -> None:
+        if not self._collecting:
+            return
+        pred = kwargs.get("pred", args[0] if args else None)
+        ref = kwargs.get("ref", args[1] if len(args) > 1 else None)
+        energy = pred.get("energy") if isinstance(pred, dict) else None
+        if energy is None or ref is None or getattr(ref, "energy", None) is None:
+            return
+        counts = element_counts(ref)
+        residuals = ref.energy - energy.detach()
+        loss_weights = ref.weight * ref.energy_weight
+        heads = getattr(ref, "head", None)
+        for request in self.epoch_requests:
+            selected = None if heads is None else heads.reshape(-1) == request.index
+            self.systems[request.name].update(counts, residuals, loss_weights, selected)
+
+    def epoch_end(self, epoch: int) -> List[Refit]:
+        """Re-solve and write every epoch-refitted head's E0s, before mace validates."""
+        self._collecting = False
+        if not self.epoch_requests:
+            return []
+        started = time.perf_counter()
+        if self.from_loss:
+            solutions = self._solve_collected()
+        else:
+            solutions = self._solve_by_pass(self.epoch_requests)
+        for request in self.epoch_requests:
+            if request.name in solutions:
+                for copy in self.copies:
+                    write_e0s(copy, request.index, solutions[request.name].e0s)
+        seconds = time.perf_counter() - started
+        return self._record(solutions, EPOCH, epoch, seconds)
+
+    def _solve_collected(self) -> Dict[str, E0Solution]:
+        requests = self.epoch_requests
+        systems = [self.systems[r.name] for r in requests]
+        if self.distributed:
+            all_reduce_(systems)
+        solutions = {}
+        for request, system in zip(requests, systems):
+            if system.n_configs == 0:  # same on every rank: the statistics are summed
+                log.warning(f"--E0s_refit: head '{request.name}' had no usable energies this epoch; "
+                            "its E0s are kept")
+                continue
+            solutions[request.name] = system.solve(read_e0s(self.model, request.index), request.prior_e0s)
+        if self.distributed:
+            broadcast_e0s(list(solutions.values()), self.device)  # bit-identical E0s on every rank
+        return solutions
+
+    def _solve_by_pass(self, requests: Sequence[HeadRequest]) -> Dict[str, E0Solution]:
+        try:
+            estimate: Estimate = estimate_e0s(self.model, requests, self.device, distributed=self.distributed,
+                                              progress=self.rank == 0, **self.loader)
+        except E0InputError as error:  # a diverged network: keep what it has, let mace report
+            log.warning(f"--E0s_refit: skipped ({error.message})")
+            return {}
+        return estimate.solutions
+
+    # -- the final refit ------------------------------------------------------------------------
+    def final(self, checkpoint_io, stage_two: bool) -> List[Refit]:
+        """Refit, in place, each checkpoint that mace is about to reload to save and evaluate."""
+        refits = []
+        for swa in ([False, True] if stage_two else [False]):
+            latest = latest_checkpoint(checkpoint_io, swa)
+            if latest is None:
+                continue
+            path, epoch = latest
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            if self.final_requests:
+                refits += self._refit_checkpoint(checkpoint, path, epoch)
+            for request in self.epoch_requests + self.final_requests:
+                self.saved_e0s[request.name] = read_state_e0s(checkpoint["model"], request.index)
+        return refits
+
+    def _refit_checkpoint(self, checkpoint: dict, path: str, epoch: int) -> List[Refit]:
+        started = time.perf_counter()
+        self.model.load_state_dict(checkpoint["model"], strict=False)  # as mace will load it
+        solutions = self._solve_by_pass(self.final_requests)
+        for name, solution in solutions.items():
+            index = next(r.index for r in self.final_requests if r.name == name)
+            write_rows(state_e0_buffers(checkpoint["model"]), index, solution.e0s)
+        if solutions and self.rank == 0:
+            save_torch(path, checkpoint)
+        if self.distributed:
+            torch.distributed.barrier()  # no rank goes on to mace's reload before the file is whole
+        return self._record(solutions, FINAL, epoch, time.perf_counter() - started, os.path.basename(path))
+
+    def _record(self, solutions: Dict[str, E0Solution], kind: str, epoch: Optional[int], seconds: float,
+                checkpoint: Optional[str] = None) -> List[Refit]:
+        refits = [Refit(name, kind, epoch, solution, seconds, checkpoint) for name, solution in solutions.items()]
+        self.refits += refits
+        return refits
+
+
+def latest_checkpoint(checkpoint_io, swa: bool):
+    """(path, epoch) of the checkpoint mace's ``load_latest(swa=swa)`` loads, or None if there is none."""
+    if not os.path.isdir(checkpoint_io.directory):
+        return None
+    found = [checkpoint_io._parse_checkpoint_path(path)  # pylint: disable=protected-access
+             for path in checkpoint_io._list_file_paths()]  # pylint: disable=protected-access
+    mine = [info for info in found if info and info.tag == checkpoint_io.tag and info.swa == swa]
+    if not mine:
+        return None
+    latest = max(mine, key=lambda info: info.epochs)
+    return latest.path, latest.epochs
+
+
+def format_refit(refit: Refit) -> str:
+    """One log line: head, when, the largest |ΔE0| and the training energy RMSE before and after."""
+    from ase.data import chemical_symbols
+
+    change, z = refit.largest_change
+    when = (f"epoch {refit.epoch}" if refit.kind == EPOCH
+            else f"final, checkpoint {refit.checkpoint} (epoch {refit.epoch})")
+    return (f"E0 refit, head '{refit.head}', {when}: largest |dE0| {change:.6f} eV ({chemical_symbols[z]}), "
+            f"training E RMSE {refit.solution.rmse_per_atom_before_meV:.3f} -> "
+            f"{refit.solution.rmse_per_atom_after_meV:.3f} meV/atom ({refit.seconds:.2f} s)")
