@@ -67,15 +67,18 @@ def planted_train(foundation, tmp_path) -> Path:
     return write_xyz(tmp_path / "train.xyz", planted_configs(foundation, 40, seed=11))
 
 
-def finetune_argv(foundation: Foundation, train_file: Path, work_dir: Path, *extra: str) -> List[str]:
+def finetune_argv(foundation: Foundation, train_file: Path, work_dir: Path, *extra: str,
+                  plugin: bool = True) -> List[str]:
+    """mace_run_train's arguments; ``plugin=False`` leaves out the plugin's options, for runs
+    of mace without it."""
+    # --E0s_refit none: the first estimate alone; the tests of refits say which they want.
+    options = ["--E0s", "linear_system", "--E0s_refit", "none"] if plugin else ["--E0s", "linear_system"]
     return [
         "--name", "ft", "--work_dir", str(work_dir), "--seed", "1",
         "--foundation_model", str(foundation.path), "--train_file", str(train_file),
         "--valid_fraction", "0.1", "--energy_key", "REF_energy", "--forces_key", "REF_forces",
         "--max_num_epochs", "1", "--batch_size", "8", "--valid_batch_size", "16",
-        "--device", "cpu", "--default_dtype", "float64", "--E0s", "linear_system",
-        "--E0s_refit", "none",  # the first estimate alone; tests of refits say which they want
-        *extra,
+        "--device", "cpu", "--default_dtype", "float64", *options, *extra,
     ]
 
 

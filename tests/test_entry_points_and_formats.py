@@ -23,7 +23,7 @@ def test_installed_plugin_is_active_in_every_way_mace_is_started(foundation, pla
 
 
 def test_disabled_plugin_leaves_mace_as_it_was(foundation, planted_train, tmp_path):
-    result = run_command(["mace_run_train"] + finetune_argv(foundation, planted_train, tmp_path / "run"),
+    result = run_command(["mace_run_train"] + finetune_argv(foundation, planted_train, tmp_path / "run", plugin=False),
                          cwd=tmp_path, env={"MACE_E0_PLUGIN": "0"})
     assert result.returncode != 0
     assert "E0s specified invalidly" in result.stderr  # mace's own failure on the keyword

@@ -147,7 +147,7 @@ def test_0001_keeps_the_requested_E0s_that_unpatched_mace_replaces_by_the_founda
     e0s_file.write_text(json.dumps({str(z): e for z, e in REQUESTED_E0S.items()}))
 
     def argv(work: Path) -> List[str]:
-        arguments = finetune_argv(foundation, planted_train, work)
+        arguments = finetune_argv(foundation, planted_train, work, plugin=False)
         arguments[arguments.index("--E0s") + 1] = str(e0s_file)
         return arguments
 
