@@ -27,13 +27,20 @@ sed -n '/E0 re-estimation for head/,/RMSE of E per atom/p' finetune.log | sed 's
 echo "== corrections against the true level-B shifts (eV)"
 python - <<'PY'
 import json
-report = json.load(open("results/finetuned_E0s_linear_system.json"))["heads"]["Default"]
+content = json.load(open("results/finetuned_E0s_linear_system.json"))
+report = content["heads"]["Default"]
 truth = json.load(open("true_shifts.json"))
+estimated = report.get("estimated_E0s", report["E0s"])  # before training; E0s: of the saved model
 print(f"{'Z':>3} {'true shift':>11} {'estimated':>11} {'std. err.':>10}")
 for z, shift in truth.items():
-    print(f"{z:>3} {shift:>11.4f} {report['corrections'][z]:>11.4f} {report['standard_errors'][z]:>10.4f}")
+    correction = estimated[z] - report["starting_E0s"][z]
+    print(f"{z:>3} {shift:>11.4f} {correction:>11.4f} {report['standard_errors'][z]:>10.4f}")
 print(f"RMSE per atom {report['rmse_per_atom_before_meV']:.1f} meV with the foundation's E0s, "
       f"{report['rmse_per_atom_after_meV']:.1f} meV after re-estimation, before any training")
+for refit in content.get("refits", []):  # --E0s_refit (default final): the saved model's own optimum
+    print(f"refit ({refit['kind']}, epoch {refit['epoch']}): training RMSE per atom "
+          f"{refit['rmse_per_atom_before_meV']:.2f} -> {refit['rmse_per_atom_after_meV']:.2f} meV, "
+          f"largest |dE0| {refit['max_abs_change_eV']:.4f} eV")
 PY
 echo "== the fine-tuned model's E0s (mace-e0 show finetuned.model)"
 mace-e0 show finetuned.model

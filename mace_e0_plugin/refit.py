@@ -40,7 +40,9 @@ MODES: Dict[str, FrozenSet[str]] = {
     FINAL: frozenset({FINAL}),
     f"{EPOCH}+{FINAL}": frozenset({EPOCH, FINAL}),
 }
-DEFAULT_MODE = f"{EPOCH}+{FINAL}"
+# The benchmark's choice (benchmarks/refit.py): as low an energy error as epoch+final, and the
+# training trajectory, hence the forces, of 'none' exactly; epoch refits change the forces.
+DEFAULT_MODE = FINAL
 
 log = logging.getLogger("mace_e0_plugin")
 
