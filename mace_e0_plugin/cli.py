@@ -34,12 +34,18 @@ def estimate(args) -> int:
     from .files import write_json
     from .report import e0s_mapping, format_estimate, write_report
 
+    if args.num_workers is None:
+        args.num_workers = default_workers()
     outputs = [p for p in (args.output, args.e0s_json, args.plot) if p]
     _refuse_overwrite(outputs, args.force)
     check_prior_source(args.prior, "--prior")
     distributed, rank = _start_distributed(args.device)
-    torch.set_default_dtype(getattr(torch, args.dtype))  # graphs are built in this dtype
-    model = read_model(args.model).to(device=args.device, dtype=getattr(torch, args.dtype))
+    # Graphs in float64, so that reference energies keep every digit; the model runs in its own
+    # dtype (or --dtype), and the E0 part of its energy is summed in float64 (collect.py).
+    torch.set_default_dtype(torch.float64)
+    model = read_model(args.model).to(device=args.device)
+    if args.dtype:
+        model = model.to(dtype=getattr(torch, args.dtype))
     heads = model_heads(model)
     index = select_head(heads, args.head)
     data = load_data(args.data, model, heads[index], args.energy_key)
@@ -66,6 +72,12 @@ def estimate(args) -> int:
     if args.plot:
         print(f"figure: {plot_solution(args.plot, heads[index], solution, result.samples.get(heads[index]))}")
     return 0
+
+
+def default_workers() -> int:
+    """Build graphs in workers, overlapped with inference, only where cores are left for both."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 4 else min(4, cores // 4)
 
 
 def _start_distributed(device: str):
@@ -219,9 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop early once every determined E0's standard error is below EV")
     command.add_argument("--seed", type=int, default=0, help="seed of the stratified sample")
     command.add_argument("--batch-size", type=_positive(int), default=32)
-    command.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that build the graphs")
+    command.add_argument("--num-workers", type=int, default=None,
+                         help="DataLoader workers that build the graphs while the model runs "
+                              "(default: 0 below 4 cores, else a quarter of them, at most 4)")
     command.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    command.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    command.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                         help="run the model in this dtype (default: its own; the solve is float64 either way)")
     command.add_argument("--output", help="write the JSON report here")
     command.add_argument("--e0s-json", help="write {Z: eV} here, for mace_run_train --E0s=FILE")
     command.add_argument("--plot", help="write a figure (PNG) here")
