@@ -79,6 +79,15 @@ def finetune_argv(foundation: Foundation, train_file: Path, work_dir: Path, *ext
     ]
 
 
+def without_plugin_options(argv: List[str]) -> List[str]:
+    """``argv`` for a mace without the plugin (disabled, or patched instead): it knows no --E0s_refit."""
+    argv = list(argv)
+    if "--E0s_refit" in argv:
+        index = argv.index("--E0s_refit")
+        del argv[index:index + 2]
+    return argv
+
+
 def mace_train(argv: List[str]):
     """mace_run_train in this process (seconds faster than a subprocess), undoing what mace
     changes globally: default dtype and root-logger handlers and filters."""

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from conftest import (PYTHON, expected_e0s, finetune_argv, mace_train, planted_configs, report,
-                      run_command, saved_e0s, write_xyz)
+from conftest import (PYTHON, expected_e0s, finetune_argv, mace_train, planted_configs, report, run_command,
+                      saved_e0s, without_plugin_options, write_xyz)
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,7 @@ def test_installed_plugin_is_active_in_every_way_mace_is_started(foundation, pla
 
 
 def test_disabled_plugin_leaves_mace_as_it_was(foundation, planted_train, tmp_path):
-    argv = finetune_argv(foundation, planted_train, tmp_path / "run")
-    refit = argv.index("--E0s_refit")
-    del argv[refit:refit + 2]  # an option of the plugin: unknown to mace without it
+    argv = without_plugin_options(finetune_argv(foundation, planted_train, tmp_path / "run"))
     result = run_command(["mace_run_train"] + argv, cwd=tmp_path, env={"MACE_E0_PLUGIN": "0"})
     assert result.returncode != 0
     assert "E0s specified invalidly" in result.stderr  # mace's own failure on the keyword

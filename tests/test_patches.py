@@ -13,7 +13,8 @@ import mace
 import pytest
 import torch
 
-from conftest import PROJECT, PYTHON, expected_e0s, finetune_argv, report, run_command, saved_e0s
+from conftest import (PROJECT, PYTHON, expected_e0s, finetune_argv, report, run_command, saved_e0s,
+                      without_plugin_options)
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +148,7 @@ def test_0001_keeps_the_requested_E0s_that_unpatched_mace_replaces_by_the_founda
     e0s_file.write_text(json.dumps({str(z): e for z, e in REQUESTED_E0S.items()}))
 
     def argv(work: Path) -> List[str]:
-        arguments = finetune_argv(foundation, planted_train, work)
+        arguments = without_plugin_options(finetune_argv(foundation, planted_train, work))
         arguments[arguments.index("--E0s") + 1] = str(e0s_file)
         return arguments
 
