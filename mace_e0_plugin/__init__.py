@@ -11,6 +11,7 @@ _LAZY = {
     "E0Solution": "mace_e0_plugin.linear_system",
     "E0InputError": "mace_e0_plugin.errors",
     "estimate_e0s": "mace_e0_plugin.estimate",
+    "check_e0s": "mace_e0_plugin.check",
 }
 
 __all__ = ["__version__", *_LAZY]

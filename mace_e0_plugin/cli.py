@@ -2,7 +2,8 @@
 
     mace-e0 estimate MODEL DATA [DATA ...] --energy-key KEY [options]
     mace-e0 show MODEL
-    mace-e0 apply MODEL E0S.json --output NEW.model [--head NAME]
+    mace-e0 apply MODEL E0S.json|REPORT.json --output NEW.model [--head NAME]
+    mace-e0 check MODEL DATA [DATA ...] [--head NAME] [--output CHECK.json]
 
 ``estimate`` goes through the same collection and solve as ``mace_run_train --E0s=linear_system``,
 and writes the same report. Under ``torchrun --nproc_per_node=K`` it shards the data.
@@ -17,6 +18,7 @@ from typing import List, Optional
 from .errors import E0InputError
 
 PROG = "mace-e0"
+EXIT_OUTSIDE = 3  # check: some configs lie outside what the E0s were fitted on (2: bad input, 1: a crash)
 
 
 # -- estimate -------------------------------------------------------------------------------------
@@ -32,29 +34,35 @@ def estimate(args) -> int:
     from .files import write_json
     from .report import e0s_mapping, format_estimate, write_report
 
+    if args.num_workers is None:
+        args.num_workers = default_workers()
     outputs = [p for p in (args.output, args.e0s_json, args.plot) if p]
     _refuse_overwrite(outputs, args.force)
     check_prior_source(args.prior, "--prior")
     distributed, rank = _start_distributed(args.device)
-    torch.set_default_dtype(getattr(torch, args.dtype))  # graphs are built in this dtype
-    model = read_model(args.model).to(device=args.device, dtype=getattr(torch, args.dtype))
+    # Graphs in float64, so that reference energies keep every digit; the model runs in its own
+    # dtype (or --dtype), and the E0 part of its energy is summed in float64 (collect.py).
+    torch.set_default_dtype(torch.float64)
+    model = read_model(args.model).to(device=args.device)
+    if args.dtype:
+        model = model.to(dtype=getattr(torch, args.dtype))
     heads = model_heads(model)
     index = select_head(heads, args.head)
     data = load_data(args.data, model, heads[index], args.energy_key)
     file_prior = None if args.prior in (None, "foundation") else read_prior_file(args.prior, args.energy_key, "--prior")
-    prior, label = choose_prior(args.prior, file_prior, data.isolated_atoms)
+    prior, prior_info = choose_prior(args.prior, file_prior, data.isolated_atoms)
     start = dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
     prior_e0s, fell_back = prior_vector(model_atomic_numbers(model), prior or start, start)
     request = HeadRequest(name=heads[index], index=index, dataset=data.dataset, prior_e0s=prior_e0s,
                           weighting=args.weighting, source=data.source, max_configs=args.max_configs,
-                          se_tolerance=args.se_tolerance, seed=args.seed)
+                          se_tolerance=args.se_tolerance, seed=args.seed, prior=prior_info)
     result = estimate_e0s(model, [request], args.device, batch_size=args.batch_size,
                           num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
                           sample_limit=SAMPLE_SIZE if args.plot else 0)
     if rank != 0:
         return 0
     lacking = ", ".join(chemical_symbols[z] for z in fell_back)
-    print(f"prior: {label}" + (f" (it lacks {lacking}, which keep the model's E0s)" if fell_back and prior else ""))
+    print(f"prior: {prior_info['source']}" + (f" (it lacks {lacking}, which keep the model's E0s)" if fell_back and prior else ""))
     print(format_estimate(result))
     solution = result.solutions[heads[index]]
     if args.output:
@@ -64,6 +72,12 @@ def estimate(args) -> int:
     if args.plot:
         print(f"figure: {plot_solution(args.plot, heads[index], solution, result.samples.get(heads[index]))}")
     return 0
+
+
+def default_workers() -> int:
+    """Build graphs in workers, overlapped with inference, only where cores are left for both."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 4 else min(4, cores // 4)
 
 
 def _start_distributed(device: str):
@@ -92,8 +106,10 @@ def show(args) -> int:
 
     from .datasets import read_model
     from .models import model_atomic_numbers, model_heads, read_e0s
+    from .provenance import format_provenance, read_provenance
 
     model = read_model(args.model)
+    provenance = read_provenance(model)
     heads = model_heads(model)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     print(f"{args.model}: {type(model).__name__}, {dtype}, r_max {float(model.r_max):g} A, "
@@ -101,6 +117,7 @@ def show(args) -> int:
     numbers = model_atomic_numbers(model)
     for index, head in enumerate(heads):
         print(f"head '{head}'")
+        print(f"  {format_provenance(provenance.get(head))}")
         print(f"  {'El':<3} {'Z':>3}  {'E0 / eV':>24}")
         for z, e0 in zip(numbers, read_e0s(model, index)):
             print(f"  {chemical_symbols[z]:<3} {z:>3}  {e0!r:>24}")
@@ -114,7 +131,7 @@ def apply(args) -> int:
     from .datasets import read_model
     from .files import save_torch
     from .models import model_atomic_numbers, model_heads, read_e0s, select_head, write_e0s
-    from .priors import read_e0s_json
+    from .provenance import set_provenance
 
     if os.path.exists(args.output) and not args.force:
         same = os.path.exists(args.model) and os.path.samefile(args.output, args.model)
@@ -123,7 +140,7 @@ def apply(args) -> int:
     model = read_model(args.model)
     heads = model_heads(model)
     index = select_head(heads, args.head)
-    new = read_e0s_json(args.e0s, "E0S")
+    new, provenance = _read_e0s_or_report(args.e0s, heads[index])
     numbers = model_atomic_numbers(model)
     unknown = sorted(set(new) - set(numbers))
     if unknown:
@@ -131,12 +148,54 @@ def apply(args) -> int:
                            f"it has {', '.join(chemical_symbols[z] for z in numbers)}.")
     row = [new.get(z, old) for z, old in zip(numbers, read_e0s(model, index))]
     write_e0s(model, index, row)
+    # A plain {Z: eV} file says nothing of where its E0s come from: the old provenance no longer holds.
+    set_provenance(model, {heads[index]: provenance})
     save_torch(args.output, model)
     kept = [chemical_symbols[z] for z in numbers if z not in new]
     print(f"wrote {args.output}: head '{heads[index]}' with the E0s of "
           f"{', '.join(chemical_symbols[z] for z in numbers if z in new)}"
-          + (f"; kept {', '.join(kept)}" if kept else ""))
+          + (f"; kept {', '.join(kept)}" if kept else "")
+          + ("; with the report's E0 provenance" if provenance else ""))
     return 0
+
+
+def _read_e0s_or_report(path: str, head: str):
+    """({Z: eV}, provenance or None) from a plain E0s file or an estimate's report. A report's
+    head of the same name is taken, else its only head."""
+    import json
+
+    from .priors import read_e0s_json
+    from .provenance import from_report
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, ValueError):
+        content = None  # read_e0s_json says what is wrong with it
+    if not (isinstance(content, dict) and "heads" in content):
+        return read_e0s_json(path, "E0S"), None
+    provenance = from_report(content, f"REPORT {path}")
+    names = list(provenance)
+    name = head if head in provenance else (names[0] if len(names) == 1 else None)
+    if name is None:
+        raise E0InputError(f"REPORT {path}: no head '{head}' among its heads {', '.join(names)}; "
+                           "pass --head with one of them.")
+    e0s = {int(z): float(e) for z, e in content["heads"][name]["E0s"].items()}
+    return e0s, provenance[name]
+
+
+# -- check ----------------------------------------------------------------------------------------
+def check(args) -> int:
+    from .check import check_e0s, format_check
+    from .datasets import read_model
+    from .files import write_json
+
+    _refuse_overwrite([args.output] if args.output else [], args.force)
+    result = check_e0s(read_model(args.model), args.data, args.head, model_name=f"MODEL {args.model}")
+    print(format_check(result))
+    if args.output:
+        print(f"check: {write_json(args.output, result)}")
+    return EXIT_OUTSIDE if any(h["n_outside"] for h in result["heads"].values()) else 0
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -172,9 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop early once every determined E0's standard error is below EV")
     command.add_argument("--seed", type=int, default=0, help="seed of the stratified sample")
     command.add_argument("--batch-size", type=_positive(int), default=32)
-    command.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that build the graphs")
+    command.add_argument("--num-workers", type=int, default=None,
+                         help="DataLoader workers that build the graphs while the model runs "
+                              "(default: 0 below 4 cores, else a quarter of them, at most 4)")
     command.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    command.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    command.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                         help="run the model in this dtype (default: its own; the solve is float64 either way)")
     command.add_argument("--output", help="write the JSON report here")
     command.add_argument("--e0s-json", help="write {Z: eV} here, for mace_run_train --E0s=FILE")
     command.add_argument("--plot", help="write a figure (PNG) here")
@@ -187,10 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("apply", help="copy a model with one head's E0s replaced")
     command.set_defaults(run=apply)
     command.add_argument("model", metavar="MODEL")
-    command.add_argument("e0s", metavar="E0S.json", help="{Z: eV}, as written by estimate --e0s-json")
+    command.add_argument("e0s", metavar="E0S.json", help="{Z: eV}, as written by estimate --e0s-json, or the "
+                         "estimate's report (estimate --output), whose provenance the new model then carries")
     command.add_argument("--output", required=True, help="the new model file")
     command.add_argument("--head", help="the head whose E0s to replace (default: mace's)")
     command.add_argument("--force", action="store_true", help="write over an existing file, MODEL included")
+
+    command = commands.add_parser(
+        "check", help="find configs outside the element combinations a model's E0s were fitted on",
+        description=f"Exit status: 0 if every config lies inside, {EXIT_OUTSIDE} if some lie outside "
+                    "(their energies rest on the prior), 2 on bad input or a model without E0 provenance.")
+    command.set_defaults(run=check)
+    command.add_argument("model", metavar="MODEL")
+    command.add_argument("data", metavar="DATA", nargs="+", help="extxyz (or any ASE format), MACE h5, or LMDB")
+    command.add_argument("--head", help="the head to check (default: mace's)")
+    command.add_argument("--output", help="write the JSON result here")
+    command.add_argument("--force", action="store_true", help="write over an existing --output")
     return parser
 
 

@@ -22,6 +22,38 @@ def element_counts(batch) -> torch.Tensor:
     return counts.index_add_(0, batch.batch, batch.node_attrs)
 
 
+def _inputs_in(batch, dtype: torch.dtype) -> dict:
+    """The batch as the model's input, its floating tensors in the model's dtype. The batch itself
+    keeps its own (float64 reference energies for a float32 model keep their digits)."""
+    return {key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
+            for key, value in batch.to_dict().items()}
+
+
+def residuals_in_float64(model: torch.nn.Module, batch, output, counts: torch.Tensor) -> torch.Tensor:
+    """E_ref - E_pred [B] in float64 whatever the model's dtype: E_pred = counts . E0 + E_interaction,
+    with the E0 part summed here in float64. In float32 that sum (thousands of eV per config) is
+    what loses the digits; the interaction energy, small, keeps them."""
+    interaction = output.get("interaction_energy")
+    if interaction is None:  # a model that does not split its energy: take it whole
+        return batch.energy.double() - output["energy"].double()
+    e0s = model.atomic_energies_fn.atomic_energies.detach().double()
+    if e0s.dim() == 1:
+        e0_part = counts.double() @ e0s
+    else:
+        e0_part = (counts.double() * e0s[batch.head.reshape(-1)]).sum(dim=1)
+    return batch.energy.double() - e0_part - interaction.double()
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @contextlib.contextmanager
 def evaluation_mode(model: torch.nn.Module):
     was_training = model.training
@@ -107,13 +139,15 @@ def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=progress, unit="batch", mininterval=2.0, leave=False)
+    dtype = next(model.parameters()).dtype
     with evaluation_mode(model):
         for done, batch in enumerate(batches, start=1):
             batch = batch.to(device, non_blocking=True)
-            output = model(batch.to_dict(), training=False, compute_force=False,
-                           compute_virials=False, compute_stress=False)
+            with default_dtype(dtype):  # tensors the model makes on the fly: its dtype, not the graphs'
+                output = model(_inputs_in(batch, dtype), training=False, compute_force=False,
+                               compute_virials=False, compute_stress=False)
             counts = element_counts(batch)
-            residuals = batch.energy - output["energy"]
+            residuals = residuals_in_float64(model, batch, output, counts)
             loss_weights = batch.weight * batch.energy_weight
             system.update(counts, residuals, loss_weights)
             if sample is not None:

@@ -106,23 +106,16 @@ def _read_prepared(path, kind, z_table, r_max, heads, head):
         raise E0InputError(f"DATA {path}: cannot read it as {kind} ({error}).") from None
 
 
-def _read_ase(path, z_table, r_max, heads, head, energy_key):
+def _read_frames(path: str):
     import ase.io
-    from mace import data
 
     try:
-        frames = ase.io.read(path, index=":")
+        return ase.io.read(path, index=":")
     except Exception as error:  # ase raises many types for unreadable files
         raise E0InputError(f"DATA {path}: ASE cannot read it ({error}).") from None
-    key = energy_key
-    if energy_key == "energy":  # ase keeps 'energy' in the calculator, not in info
-        key = "REF_energy"
-        for atoms in frames:
-            if atoms.calc is not None and "energy" in atoms.calc.results:
-                atoms.info[key] = atoms.calc.results["energy"]
-    if not any(key in atoms.info for atoms in frames):
-        raise E0InputError(f"DATA {path}: no config has an energy under --energy-key {energy_key}; "
-                           f"its info keys are {sorted({k for a in frames for k in a.info})}.")
+
+
+def _check_elements(path: str, frames, z_table) -> None:
     known = set(z_table.zs)
     for index, atoms in enumerate(frames):
         unknown = sorted(set(int(z) for z in atoms.numbers) - known)
@@ -132,6 +125,45 @@ def _read_ase(path, z_table, r_max, heads, head, energy_key):
             raise E0InputError(f"DATA {path}: config {index} contains "
                                f"{', '.join(chemical_symbols[z] for z in unknown)}, which the model has "
                                f"no E0 for (it has {', '.join(chemical_symbols[z] for z in z_table.zs)}).")
+
+
+def read_compositions(paths: Sequence[str], model: torch.nn.Module, head: str):
+    """(counts per config in the model's element order, a label "FILE:INDEX" per config) of
+    every DATA file; no energies needed, and no graphs built for extxyz."""
+    from mace.tools.utils import AtomicNumberTable
+
+    from .collect import compositions
+
+    zs = model_atomic_numbers(model)
+    z_table = AtomicNumberTable(zs)
+    counts, labels = [], []
+    for path in paths:
+        kind = _kind(path)
+        if kind == "xyz":
+            frames = _read_frames(path)
+            _check_elements(path, frames, z_table)
+            found = [tuple(int((atoms.numbers == z).sum()) for z in zs) for atoms in frames]
+        else:
+            found = compositions(_read_prepared(path, kind, z_table, float(model.r_max), model_heads(model), head))
+        counts += found
+        labels += [f"{path}:{index}" for index in range(len(found))]
+    return counts, labels
+
+
+def _read_ase(path, z_table, r_max, heads, head, energy_key):
+    from mace import data
+
+    frames = _read_frames(path)
+    key = energy_key
+    if energy_key == "energy":  # ase keeps 'energy' in the calculator, not in info
+        key = "REF_energy"
+        for atoms in frames:
+            if atoms.calc is not None and "energy" in atoms.calc.results:
+                atoms.info[key] = atoms.calc.results["energy"]
+    if not any(key in atoms.info for atoms in frames):
+        raise E0InputError(f"DATA {path}: no config has an energy under --energy-key {energy_key}; "
+                           f"its info keys are {sorted({k for a in frames for k in a.info})}.")
+    _check_elements(path, frames, z_table)
     isolated = {int(a.numbers[0]): float(a.info[key]) for a in frames
                 if len(a) == 1 and a.info.get("config_type") == ISOLATED_ATOM and key in a.info}
     keys = data.KeySpecification(info_keys={"energy": key}, arrays_keys={})

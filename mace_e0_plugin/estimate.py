@@ -13,6 +13,7 @@ from .collect import ResidualSample, accumulate, compositions, make_loader, shar
 from .errors import E0InputError
 from .linear_system import E0LinearSystem, E0Solution, all_reduce_
 from .models import model_atomic_numbers, read_e0s
+from .priors import FOUNDATION
 from .sampling import stratified_order
 
 CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
@@ -32,6 +33,7 @@ class HeadRequest:
     max_configs: Optional[int] = None  # use a composition-stratified sample of at most this many
     se_tolerance: Optional[float] = None  # eV: stop once every determined E0's standard error is below
     seed: int = 0
+    prior: Dict[str, str] = field(default_factory=lambda: {"kind": FOUNDATION, "source": "the model's E0s"})
 
     @property
     def samples_part(self) -> bool:
@@ -44,10 +46,16 @@ class Estimate:
     timing: Dict[str, float] = field(default_factory=dict)
     samples: Dict[str, ResidualSample] = field(default_factory=dict)  # for plots, when asked for
     sampling: Dict[str, Dict[str, object]] = field(default_factory=dict)  # heads that used part of their data
+    priors: Dict[str, Dict[str, str]] = field(default_factory=dict)  # per head: {"kind", "source"}
 
     def to_dict(self) -> Dict[str, object]:
-        return {"heads": {name: {**s.to_dict(), **({"sampling": self.sampling[name]} if name in self.sampling else {})}
-                          for name, s in self.solutions.items()},
+        def entry(name: str, solution: E0Solution) -> Dict[str, object]:
+            extra = {"prior": self.priors[name]} if name in self.priors else {}
+            if name in self.sampling:
+                extra["sampling"] = self.sampling[name]
+            return {**solution.to_dict(), **extra}
+
+        return {"heads": {name: entry(name, s) for name, s in self.solutions.items()},
                 "timing": dict(self.timing)}
 
 
@@ -108,7 +116,8 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
     if world_size > 1:
         broadcast_e0s(list(solutions.values()), device)
     solve_s = time.perf_counter() - started
-    return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples, sampling)
+    return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples, sampling,
+                    {request.name: dict(request.prior) for request in requests})
 
 
 def _ordered(request: HeadRequest) -> Dataset:

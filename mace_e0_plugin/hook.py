@@ -282,6 +282,7 @@ def before_training(model, train_loader, device, swa=None, distributed: bool = F
         run.report = _previous_report(args)
     else:
         run.report = _estimate(run, model, requests, copies, device, distributed, rank)
+    _record_provenance(model, run.report)
     modes = {name: plan.refit for name, plan in run.heads.items()}
     if not any(modes.values()):
         _run = None  # nothing more to do in this run
@@ -350,8 +351,10 @@ def after_training(checkpoint_handler=None, swa=None, **_unused) -> None:
             _log_refits(run.refitter.final(checkpoint_handler.io, stage_two=swa is not None))
     finally:
         run.refitter.detach()
+    content = _with_refits(run)
+    _record_provenance(run.refitter.model, content)  # mace reloads weights into this object, then saves it
     if run.rank == 0:
-        path = _write_report(run.args, _with_refits(run))
+        path = _write_report(run.args, content)
         log.info(f"--E0s={KEYWORD}: report with the E0s of the saved model(s) written to {path}")
 
 
@@ -387,6 +390,19 @@ def _with_refits(run: LinearSystemRun) -> Dict[str, object]:
     return content
 
 
+def _record_provenance(model, content: Dict[str, object]) -> None:
+    """The report's provenance into the model: a plain attribute, which survives mace's
+    load_latest (weights only) and the deepcopy it saves, so every saved .model carries it."""
+    from .provenance import from_report, set_provenance
+
+    if not content.get("heads"):  # a restart without its report has nothing to record
+        return
+    try:
+        set_provenance(model, from_report(content))
+    except E0InputError as error:  # a restart from an older plugin's report: train on, without it
+        log.warning(f"--E0s={KEYWORD}: no E0 provenance recorded ({error.message})")
+
+
 def _write_report(args, content: Dict[str, object]) -> str:
     from .files import write_json
     from .report import report_path
@@ -416,7 +432,7 @@ def _plot(estimate, report_file: str) -> None:
         try:
             plot_solution(path, head, solution, estimate.samples.get(head))
             log.info(f"--E0s={KEYWORD}: figure written to {path}")
-        except Exception as error:  # a figure is never worth a failed fine-tune
+        except (Exception, E0InputError) as error:  # a figure is never worth a failed fine-tune
             log.warning(f"--E0s={KEYWORD}: could not plot ({error})")
 
 
@@ -433,14 +449,15 @@ def _head_requests(run: LinearSystemRun, model, dataset):
         if name not in heads or name not in datasets:
             raise E0InputError(f"head '{name}' asked for --E0s={KEYWORD} but has no training data "
                                f"in this run (model heads: {', '.join(heads)}).")
-        prior, label = choose_prior(plan.prior_source, plan.file_prior, plan.isolated_atoms)
+        prior, prior_info = choose_prior(plan.prior_source, plan.file_prior, plan.isolated_atoms)
         values, fell_back = prior_vector(elements, prior or foundation, foundation)
-        log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {label}"
+        log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {prior_info['source']}"
                  + (f"; it lacks {_symbols(fell_back)}, which keep the foundation's E0s" if fell_back else ""))
         requests.append(HeadRequest(
             name=name, index=heads.index(name), weighting=plan.weighting, prior_e0s=values,
             dataset=_without_replication(datasets[name], plan.n_train_configs), source=plan.source,
-            max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(run.args, "seed", 0)))
+            max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(run.args, "seed", 0),
+            prior=prior_info))
     return requests
 
 

@@ -282,6 +282,9 @@ class E0Solution:
             "n_skipped": self.n_skipped,
             "weighting": self.weighting,
             "determined_combinations": [format_combination(c) for c in self.determined_combinations],
+            # the same, machine-readable: [[coefficient, Z], ...] per combination; none at full rank
+            "determined_coefficients": [[[c, z] for c, z in combination] for combination in self.determined_combinations],
+            "present_elements": [z for z, p in zip(self.atomic_numbers, self.present) if p],
             "rmse_per_atom_before_meV": _json_number(self.rmse_per_atom_before_meV),
             "rmse_per_atom_after_meV": _json_number(self.rmse_per_atom_after_meV),
         }
@@ -336,6 +339,40 @@ def _integer_combination(row: np.ndarray, atomic_numbers: Sequence[int]) -> Comb
     else:  # not a ratio of small integers: keep the normalised row
         coefficients = list(row)
     return [(float(c), int(z)) for c, z in zip(coefficients, atomic_numbers) if c != 0]
+
+
+def determined_span(atomic_numbers: Sequence[int], present: Sequence[int],
+                    combinations: Sequence[Combination]) -> torch.Tensor:
+    """Rows spanning the element combinations the data determine, over ``atomic_numbers``.
+
+    ``combinations`` as a solution reports them; none (full rank) means every element in
+    ``present`` is determined on its own. Elements outside ``present`` are in no row.
+    """
+    column = {int(z): i for i, z in enumerate(atomic_numbers)}
+    if not combinations:
+        combinations = [[(1.0, int(z))] for z in present]
+    span = torch.zeros(len(combinations), len(column), dtype=torch.float64)
+    for row, combination in enumerate(combinations):
+        for coefficient, z in combination:
+            span[row, column[int(z)]] = float(coefficient)
+    return span
+
+
+def split_compositions(counts: torch.Tensor, span: torch.Tensor,
+                       rcond: float = 1e-10) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each composition (row of ``counts``, atoms per element) as inside + outside: the orthogonal
+    projection onto the rows of ``span``, and the rest. An energy's E0 part is fixed by the data
+    only for the inside part; the outside part's rests on the prior.
+
+    For the span of 2 H + O, OH (1, 1) is (1.2, 0.6) inside and (-0.2, 0.4) outside.
+    """
+    counts = counts.to(torch.float64)
+    if span.numel() == 0:
+        return torch.zeros_like(counts), counts.clone()
+    _, values, right = torch.linalg.svd(span.to(counts), full_matrices=False)
+    basis = right[values > rcond * values.max()]  # orthonormal rows
+    inside = (counts @ basis.T) @ basis
+    return inside, counts - inside
 
 
 def format_combination(combination: Combination) -> str:

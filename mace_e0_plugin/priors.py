@@ -17,6 +17,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from .errors import E0InputError
 
 FOUNDATION = "foundation"
+ISOLATED_ATOMS = "isolated_atoms"  # computed at the new level: meaningful along the null space
+E0S_FILE = "e0s_file"  # a JSON {Z: eV}, of unknown origin
+PRIOR_KINDS = (FOUNDATION, ISOLATED_ATOMS, E0S_FILE)
 
 _HOW = ("give 'foundation', a JSON file of {Z: eV}, or an extxyz of isolated atoms "
         "(config_type=IsolatedAtom) with their energies")
@@ -112,17 +115,19 @@ def _atomic_number(key) -> Optional[int]:
 
 
 def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
-                 isolated_atoms: Optional[Dict[int, float]]) -> Tuple[Optional[Dict[int, float]], str]:
-    """The prior a head uses and a label for it; None means the model's own (starting) E0s.
+                 isolated_atoms: Optional[Dict[int, float]]) -> Tuple[Optional[Dict[int, float]], Dict[str, str]]:
+    """The prior a head uses, None for the model's own (starting) E0s, and what it is:
+    ``{"kind": KIND, "source": label}``, KIND one of PRIOR_KINDS.
 
     An explicit file wins; 'foundation' means the model's E0s; by default the data's
     config_type=IsolatedAtom frames are the prior if there are any, else the model's E0s.
     """
     if source not in (None, FOUNDATION):
-        return file_prior, source
+        kind = E0S_FILE if source.lower().endswith(".json") else ISOLATED_ATOMS
+        return file_prior, {"kind": kind, "source": source}
     if source is None and isolated_atoms:
-        return dict(isolated_atoms), "the data's IsolatedAtom frames"
-    return None, "the foundation model's E0s"
+        return dict(isolated_atoms), {"kind": ISOLATED_ATOMS, "source": "the data's IsolatedAtom frames"}
+    return None, {"kind": FOUNDATION, "source": "the foundation model's E0s"}
 
 
 def prior_vector(atomic_numbers: Sequence[int], prior: Mapping[int, float],

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from conftest import (PYTHON, expected_e0s, finetune_argv, mace_train, planted_configs, report,
-                      run_command, saved_e0s, write_xyz)
+from conftest import (PYTHON, expected_e0s, finetune_argv, mace_train, planted_configs, report, run_command,
+                      saved_e0s, write_xyz)
 
 pytestmark = pytest.mark.slow
 

@@ -134,3 +134,22 @@ def test_solve_needs_data():
 def test_row_space_combinations_are_canonical_integers():
     basis = np.linalg.svd(np.array([[1.0, 4.0, 0.0], [3.0, 12.0, 2.0]]))[2][:2]
     assert [format_combination(c) for c in row_space_combinations(basis, Z)] == ["H + 4 C", "O"]
+
+
+def test_a_composition_splits_into_its_projection_on_the_determined_span_and_the_rest():
+    from mace_e0_plugin.linear_system import determined_span, split_compositions
+
+    water = determined_span(Z, [1, 8], [[(2.0, 1), (1.0, 8)]])  # water only: rank 1 of 2
+    counts = torch.tensor([[1, 0, 1], [3, 0, 1], [4, 0, 2], [4, 1, 0]])  # OH, H3O, (H2O)2, CH4
+    inside, outside = split_compositions(counts, water)
+    # OH = ((1*2 + 1*1) / 5) (2, 0, 1) + the rest, by hand.
+    assert inside[0].tolist() == pytest.approx([1.2, 0.0, 0.6], abs=1e-12)
+    assert outside[0].tolist() == pytest.approx([-0.2, 0.0, 0.4], abs=1e-12)
+    assert outside[1].tolist() == pytest.approx([0.2, 0.0, -0.4], abs=1e-12)
+    assert outside[2].abs().max().item() < 1e-12  # a water dimer lies inside
+    assert outside[3].tolist() == pytest.approx([0.8, 1.0, -1.6], abs=1e-12)  # C was never seen: all outside
+    assert torch.allclose(inside + outside, counts.double())
+
+    # Full rank over H and O (no combinations reported): only carbon is outside.
+    inside, outside = split_compositions(counts, determined_span(Z, [1, 8], []))
+    assert outside[:3].abs().max().item() == 0.0 and outside[3].tolist() == [0.0, 1.0, 0.0]
