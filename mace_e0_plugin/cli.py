@@ -26,51 +26,43 @@ def estimate(args) -> int:
     import torch
     from ase.data import chemical_symbols
 
-    from .datasets import load_data, read_model
-    from .estimate import HeadRequest, estimate_e0s
-    from .models import model_atomic_numbers, model_heads, read_e0s, select_head
-    from .plot import SAMPLE_SIZE, plot_solution
-    from .priors import check_prior_source, choose_prior, prior_vector, read_prior_file
-    from .files import write_json
-    from .report import e0s_mapping, format_estimate, write_report
+    from .estimate import estimate_e0s
+    from .models import model_heads, select_head
+    from .pipeline import Outputs, build_request, data_from, model_from, prior_from, write_outputs
+    from .plot import SAMPLE_SIZE
+    from .report import format_estimate
 
     if args.num_workers is None:
         args.num_workers = default_workers()
-    outputs = [p for p in (args.output, args.e0s_json, args.plot) if p]
-    _refuse_overwrite(outputs, args.force)
-    check_prior_source(args.prior, "--prior")
+    outputs = Outputs(report=args.output, e0s_json=args.e0s_json, figure=args.plot)
+    _refuse_overwrite(outputs.paths(), args.force)
+    prior = prior_from(args.prior, args.energy_key, "--prior")
     distributed, rank = _start_distributed(args.device)
     # Graphs in float64, so that reference energies keep every digit; the model runs in its own
     # dtype (or --dtype), and the E0 part of its energy is summed in float64 (collect.py).
     torch.set_default_dtype(torch.float64)
-    model = read_model(args.model).to(device=args.device)
-    if args.dtype:
-        model = model.to(dtype=getattr(torch, args.dtype))
+    model = model_from(args.model, args.device, args.dtype)
     heads = model_heads(model)
-    index = select_head(heads, args.head)
-    data = load_data(args.data, model, heads[index], args.energy_key)
-    file_prior = None if args.prior in (None, "foundation") else read_prior_file(args.prior, args.energy_key, "--prior")
-    prior, prior_info = choose_prior(args.prior, file_prior, data.isolated_atoms)
-    start = dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
-    prior_e0s, fell_back = prior_vector(model_atomic_numbers(model), prior or start, start)
-    request = HeadRequest(name=heads[index], index=index, dataset=data.dataset, prior_e0s=prior_e0s,
-                          weighting=args.weighting, source=data.source, max_configs=args.max_configs,
-                          se_tolerance=args.se_tolerance, seed=args.seed, prior=prior_info)
+    head = heads[select_head(heads, args.head)]
+    data = data_from(args.data, model, head, args.energy_key)
+    request, prior_info, lacking = build_request(model, head, data, prior, weighting=args.weighting,
+                                                 max_configs=args.max_configs, se_tolerance=args.se_tolerance,
+                                                 seed=args.seed)
     result = estimate_e0s(model, [request], args.device, batch_size=args.batch_size,
                           num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
                           sample_limit=SAMPLE_SIZE if args.plot else 0)
     if rank != 0:
         return 0
-    lacking = ", ".join(chemical_symbols[z] for z in fell_back)
-    print(f"prior: {prior_info['source']}" + (f" (it lacks {lacking}, which keep the model's E0s)" if fell_back and prior else ""))
+    symbols = ", ".join(chemical_symbols[z] for z in lacking)
+    print(f"prior: {prior_info['source']}" + (f" (it lacks {symbols}, which keep the model's E0s)" if lacking else ""))
     print(format_estimate(result))
-    solution = result.solutions[heads[index]]
-    if args.output:
-        print(f"report: {write_report(args.output, result)}")
-    if args.e0s_json:
-        print(f"E0s for mace_run_train --E0s={write_json(args.e0s_json, e0s_mapping(solution))}")
-    if args.plot:
-        print(f"figure: {plot_solution(args.plot, heads[index], solution, result.samples.get(heads[index]))}")
+    written = write_outputs(outputs, result.to_dict(), result)
+    if "report" in written:
+        print(f"report: {written['report']}")
+    if "e0s_json" in written:
+        print(f"E0s for mace_run_train --E0s={written['e0s_json']}")
+    if f"figure {head}" in written:
+        print(f"figure: {written[f'figure {head}']}")
     return 0
 
 

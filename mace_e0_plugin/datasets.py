@@ -4,7 +4,7 @@ readers: extxyz through ASE, h5 from mace_prepare_data, and LMDB)."""
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -13,6 +13,7 @@ from .errors import E0InputError
 from .models import model_atomic_numbers, model_heads
 
 ISOLATED_ATOM = "IsolatedAtom"
+ENERGY_KEY = "_mace_e0_energy"  # where the energy is put on copies of the Atoms for mace's reader
 
 
 def read_model(path: str, device: str = "cpu") -> torch.nn.Module:
@@ -53,23 +54,18 @@ class LoadedData:
     source: str = ""
 
 
-def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_key: str) -> LoadedData:
+def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_key: Optional[str]) -> LoadedData:
     """Every DATA file as graphs for ``model``'s head ``head``."""
-    from mace.tools.utils import AtomicNumberTable
-
-    z_table = AtomicNumberTable(model_atomic_numbers(model))
-    heads = model_heads(model)
-    r_max = float(model.r_max)
     parts: List[Dataset] = []
     isolated: Dict[int, float] = {}
     for path in paths:
         kind = _kind(path)
         if kind == "xyz":
-            graphs, atoms_energies = _read_ase(path, z_table, r_max, heads, head, energy_key)
-            parts.append(graphs)
-            isolated.update(atoms_energies)
+            loaded = _read_ase(path, model, head, energy_key)
+            parts.append(loaded.dataset)
+            isolated.update(loaded.isolated_atoms)
         else:
-            parts.append(_read_prepared(path, kind, z_table, r_max, heads, head))
+            parts.append(_read_prepared(path, kind, _z_table(model), float(model.r_max), model_heads(model), head))
     source = f"{', '.join(paths)} (energy key '{energy_key}')"
     return LoadedData(parts[0] if len(parts) == 1 else ConcatDataset(parts), isolated, source)
 
@@ -115,14 +111,14 @@ def _read_frames(path: str):
         raise E0InputError(f"DATA {path}: ASE cannot read it ({error}).") from None
 
 
-def _check_elements(path: str, frames, z_table) -> None:
+def _check_elements(where: str, frames, z_table) -> None:
     known = set(z_table.zs)
     for index, atoms in enumerate(frames):
         unknown = sorted(set(int(z) for z in atoms.numbers) - known)
         if unknown:
             from ase.data import chemical_symbols
 
-            raise E0InputError(f"DATA {path}: config {index} contains "
+            raise E0InputError(f"{where}: config {index} contains "
                                f"{', '.join(chemical_symbols[z] for z in unknown)}, which the model has "
                                f"no E0 for (it has {', '.join(chemical_symbols[z] for z in z_table.zs)}).")
 
@@ -141,7 +137,7 @@ def read_compositions(paths: Sequence[str], model: torch.nn.Module, head: str):
         kind = _kind(path)
         if kind == "xyz":
             frames = _read_frames(path)
-            _check_elements(path, frames, z_table)
+            _check_elements(f"DATA {path}", frames, z_table)
             found = [tuple(int((atoms.numbers == z).sum()) for z in zs) for atoms in frames]
         else:
             found = compositions(_read_prepared(path, kind, z_table, float(model.r_max), model_heads(model), head))
@@ -150,23 +146,55 @@ def read_compositions(paths: Sequence[str], model: torch.nn.Module, head: str):
     return counts, labels
 
 
-def _read_ase(path, z_table, r_max, heads, head, energy_key):
+def _read_ase(path, model, head, energy_key):
+    return graphs_from_atoms(_read_frames(path), model, head, energy_key, f"DATA {path}")
+
+
+def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Optional[str],
+                      where: str) -> LoadedData:
+    """ase.Atoms as graphs for ``model``'s ``head``, left unchanged. The energy is
+    ``atoms.info[energy_key]``; with ``energy_key`` None or 'energy' (which ASE keeps in the
+    calculator, not in info), ``atoms.get_potential_energy()``. IsolatedAtom frames are set apart."""
     from mace import data
 
-    frames = _read_frames(path)
-    key = energy_key
-    if energy_key == "energy":  # ase keeps 'energy' in the calculator, not in info
-        key = "REF_energy"
-        for atoms in frames:
-            if atoms.calc is not None and "energy" in atoms.calc.results:
-                atoms.info[key] = atoms.calc.results["energy"]
-    if not any(key in atoms.info for atoms in frames):
-        raise E0InputError(f"DATA {path}: no config has an energy under --energy-key {energy_key}; "
-                           f"its info keys are {sorted({k for a in frames for k in a.info})}.")
-    _check_elements(path, frames, z_table)
-    isolated = {int(a.numbers[0]): float(a.info[key]) for a in frames
-                if len(a) == 1 and a.info.get("config_type") == ISOLATED_ATOM and key in a.info}
-    keys = data.KeySpecification(info_keys={"energy": key}, arrays_keys={})
-    configs = [data.config_from_atoms(a, key_specification=keys, head_name=head) for a in frames
-               if not (len(a) == 1 and a.info.get("config_type") == ISOLATED_ATOM)]
-    return ConfigGraphs(configs, z_table, r_max, heads), isolated
+    z_table = _z_table(model)
+    _check_elements(where, frames, z_table)
+    from_calculator = energy_key in (None, "energy")
+    energies = [_calculator_energy(a) if from_calculator else a.info.get(energy_key) for a in frames]
+    if all(e is None for e in energies):
+        raise E0InputError(
+            f"{where}: no config has an energy " + (
+                "(atoms.get_potential_energy() gives none); attach the reference energies, or give the "
+                "info key that holds them." if from_calculator else
+                f"under --energy-key {energy_key}; the info keys are "
+                f"{sorted({k for a in frames for k in a.info})}."))
+    isolated, configs = {}, []
+    keys = data.KeySpecification(info_keys={"energy": ENERGY_KEY}, arrays_keys={})
+    for atoms, energy in zip(frames, energies):
+        if len(atoms) == 1 and atoms.info.get("config_type") == ISOLATED_ATOM:
+            if energy is not None:
+                isolated[int(atoms.numbers[0])] = float(energy)
+            continue
+        copy = atoms.copy()  # the caller's Atoms keep their info; mace reads the energy from this key
+        copy.info.pop(ENERGY_KEY, None)
+        if energy is not None:
+            copy.info[ENERGY_KEY] = energy
+        configs.append(data.config_from_atoms(copy, key_specification=keys, head_name=head))
+    key = "atoms.get_potential_energy()" if from_calculator else f"energy key '{energy_key}'"
+    return LoadedData(ConfigGraphs(configs, z_table, float(model.r_max), model_heads(model)), isolated,
+                      f"{where.removeprefix('DATA ')} ({key})")
+
+
+def _calculator_energy(atoms) -> Optional[float]:
+    if atoms.calc is None:
+        return atoms.info.get("energy")
+    try:
+        return float(atoms.get_potential_energy())
+    except Exception:  # pylint: disable=broad-except  (a calculator without stored energy)
+        return atoms.info.get("energy")
+
+
+def _z_table(model: torch.nn.Module):
+    from mace.tools.utils import AtomicNumberTable
+
+    return AtomicNumberTable(model_atomic_numbers(model))

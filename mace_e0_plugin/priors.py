@@ -52,7 +52,7 @@ def read_e0s_json(path: str, option: str) -> Dict[int, float]:
         raise E0InputError(f"{option}={path}: expected a non-empty JSON object {{Z: eV}}; {_HOW}.")
     prior = {}
     for key, value in content.items():
-        z = _atomic_number(key)
+        z = atomic_number(key)
         if z is None:
             raise E0InputError(f"{option}={path}: key {key!r} is neither an atomic number nor a "
                                "chemical symbol; use keys like \"1\" or \"H\".")
@@ -70,6 +70,11 @@ def _read_isolated_atoms(path: str, energy_key: Optional[str], option: str) -> D
         frames = ase.io.read(path, index=":")
     except Exception as error:  # ase raises many types for unreadable files
         raise E0InputError(f"{option}={path}: ASE cannot read it ({error}); {_HOW}.") from None
+    return isolated_atoms_prior(frames, energy_key, f"{option}={path}")
+
+
+def isolated_atoms_prior(frames, energy_key: Optional[str], where: str) -> Dict[int, float]:
+    """{Z: eV} from the single-atom frames among ``frames``; ``where`` names them in errors."""
     prior: Dict[int, float] = {}
     for atoms in frames:
         if len(atoms) != 1:
@@ -77,15 +82,15 @@ def _read_isolated_atoms(path: str, energy_key: Optional[str], option: str) -> D
         energy = isolated_atom_energy(atoms, energy_key)
         z = int(atoms.numbers[0])
         if energy is None or not math.isfinite(energy):
-            raise E0InputError(f"{option}={path}: the isolated {atoms.get_chemical_symbols()[0]} atom has "
+            raise E0InputError(f"{where}: the isolated {atoms.get_chemical_symbols()[0]} atom has "
                                f"no finite energy under key {energy_key!r}; set --energy_key to the key "
                                "that holds it.")
         if z in prior and abs(prior[z] - energy) > 1e-8:
-            raise E0InputError(f"{option}={path}: two different energies for the isolated "
+            raise E0InputError(f"{where}: two different energies for the isolated "
                                f"{atoms.get_chemical_symbols()[0]} atom ({prior[z]} and {energy} eV); keep one.")
         prior[z] = energy
     if not prior:
-        raise E0InputError(f"{option}={path}: no single-atom frames in it; {_HOW}.")
+        raise E0InputError(f"{where}: no single-atom frames in it; {_HOW}.")
     return prior
 
 
@@ -104,7 +109,7 @@ def isolated_atom_energy(atoms, energy_key: Optional[str]) -> Optional[float]:
     return None
 
 
-def _atomic_number(key) -> Optional[int]:
+def atomic_number(key) -> Optional[int]:
     from ase.data import atomic_numbers
 
     text = str(key).strip()
@@ -115,15 +120,17 @@ def _atomic_number(key) -> Optional[int]:
 
 
 def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
-                 isolated_atoms: Optional[Dict[int, float]]) -> Tuple[Optional[Dict[int, float]], Dict[str, str]]:
+                 isolated_atoms: Optional[Dict[int, float]],
+                 kind: Optional[str] = None) -> Tuple[Optional[Dict[int, float]], Dict[str, str]]:
     """The prior a head uses, None for the model's own (starting) E0s, and what it is:
     ``{"kind": KIND, "source": label}``, KIND one of PRIOR_KINDS.
 
-    An explicit file wins; 'foundation' means the model's E0s; by default the data's
-    config_type=IsolatedAtom frames are the prior if there are any, else the model's E0s.
+    An explicit prior wins (its ``kind`` given, or told from the file name); 'foundation' means
+    the model's E0s; by default the data's config_type=IsolatedAtom frames are the prior if there
+    are any, else the model's E0s.
     """
     if source not in (None, FOUNDATION):
-        kind = E0S_FILE if source.lower().endswith(".json") else ISOLATED_ATOMS
+        kind = kind or (E0S_FILE if source.lower().endswith(".json") else ISOLATED_ATOMS)
         return file_prior, {"kind": kind, "source": source}
     if source is None and isolated_atoms:
         return dict(isolated_atoms), {"kind": ISOLATED_ATOMS, "source": "the data's IsolatedAtom frames"}
