@@ -9,15 +9,11 @@ that never touch mace's training script import neither torch nor mace because of
 Set ``MACE_E0_PLUGIN=0`` (or false/no/off) to turn the plugin off.
 """
 
-import os
 import sys
 
-ENVIRONMENT_VARIABLE = "MACE_E0_PLUGIN"
+from mace_e0_plugin.switch import is_disabled
+
 TRIGGER_MODULE = "mace.cli.run_train"
-
-
-def is_disabled(environ=os.environ):
-    return environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in {"0", "false", "no", "off"}
 
 
 class RunTrainWatcher:
@@ -33,9 +29,9 @@ class RunTrainWatcher:
         # Patch before mace.cli.run_train executes, so that its ``from ... import`` lines bind the
         # wrapped functions. Returning None lets the ordinary finders load the module.
         try:
-            from mace_e0_plugin import hook
+            from mace_e0_plugin import adapters
 
-            hook.install()
+            adapters.install()
         except Exception as error:  # never break mace because of the plugin
             import warnings
 

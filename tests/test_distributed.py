@@ -11,7 +11,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import ConcatDataset
 
 from conftest import SHIFTS
-from mace_e0_plugin import hook, synthetic
+from mace_e0_plugin import lifecycle, synthetic
 from mace_e0_plugin.estimate import HeadRequest, estimate_e0s
 from mace_e0_plugin.models import model_atomic_numbers, model_heads, read_e0s
 
@@ -119,11 +119,11 @@ def run_training_entry(model, replay, tuned, folder, rank, distributed):
         foundation_head="pt_head", energy_key="REF_energy", train_file=str(folder / "tuned.xyz"),
         E0s_prior=None, E0s_weighting="per_atom", results_dir=str(folder / f"results-{rank}"),
         name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False, E0s_refit="none")
-    hook.configure(args)
+    lifecycle.configure(args)
     loader = torch_geometric.dataloader.DataLoader(ConcatDataset([replay, tuned]), batch_size=6,
                                                    shuffle=True, drop_last=True)
     swa = argparse.Namespace(model=AveragedModel(model))
-    hook.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
+    lifecycle.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
                          distributed=distributed, rank=rank)
     torch.save({"model": model.atomic_energies_fn.atomic_energies.clone(),
                 "swa": swa.model.module.atomic_energies_fn.atomic_energies.clone()},

@@ -180,11 +180,11 @@ def test_0002_runs_linear_system_through_the_entry_point_without_the_start_up_wr
 import json
 import mace.tools, mace.tools.scripts_utils
 from mace.tools import plugins
-from mace_e0_plugin import hook
-wrapped = [f"{module}.{name}" for module, name, _ in hook._TARGETS
-           if hasattr(getattr(sys.modules[module], name), hook._MARK)
-           or hasattr(getattr(mace.cli.run_train, name, None), hook._MARK)]
-print("RESULT " + json.dumps({"has_hook": hook.mace_has_plugin_hook(), "wrapped": wrapped,
+from mace_e0_plugin import adapters
+wrapped = [f"{module}.{name}" for module, name, _ in adapters._TARGETS
+           if hasattr(getattr(sys.modules[module], name), adapters._MARK)
+           or hasattr(getattr(mace.cli.run_train, name, None), adapters._MARK)]
+print("RESULT " + json.dumps({"has_hook": adapters.mace_has_plugin_hook(), "wrapped": wrapped,
                               "plugins": [name for name, _ in plugins.load_plugins()]}))
 """
     argv = finetune_argv(foundation, planted_train, work, "--E0s_refit", "epoch+final")
@@ -208,8 +208,8 @@ import mace, mace.tools
 root = os.path.realpath(sys.argv[1])
 assert os.path.realpath(mace.__file__).startswith(root + os.sep), mace.__file__
 import mace.cli.run_train
-from mace_e0_plugin import hook
-print("WRAPPED", hasattr(mace.tools.build_default_arg_parser, hook._MARK), flush=True)
+from mace_e0_plugin import adapters
+print("WRAPPED", hasattr(mace.tools.build_default_arg_parser, adapters._MARK), flush=True)
 sys.argv = ["mace_run_train", "--help"]
 mace.cli.run_train.main()
 """

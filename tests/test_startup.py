@@ -31,10 +31,10 @@ def test_start_up_cost_is_under_five_milliseconds(tmp_path):
 def test_importing_run_train_installs_the_hook_once(tmp_path):
     code = (
         "import sys, mace.cli.run_train as rt, mace.tools as t\n"
-        "from mace_e0_plugin import hook\n"
+        "from mace_e0_plugin import adapters\n"
         "first = t.train\n"
-        "hook.install(); hook.install()\n"
-        "print(getattr(t.train, hook._MARK).__module__, t.train is first,\n"
+        "adapters.install(); adapters.install()\n"
+        "print(getattr(t.train, adapters._MARK).__module__, t.train is first,\n"
         "      rt.get_atomic_energies is t.scripts_utils.get_atomic_energies,\n"
         "      any(getattr(f, 'is_mace_e0_plugin_watcher', False) for f in sys.meta_path))\n")
     assert python(code, tmp_path).stdout.split()[-4:] == ["mace.tools.train", "True", "True", "False"]

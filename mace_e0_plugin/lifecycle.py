@@ -11,11 +11,8 @@ The public functions below are named after the step of the run at which they act
     epoch_end(epoch)                        ...and re-solve before mace validates
     after_training(checkpoint_handler, ...) --E0s_refit=final: refit the checkpoints mace reloads
 
-Two adapters call them. A mace-torch with the ``mace.plugins`` entry-point hook (patches/) calls
-``MacePlugin``. mace-torch 0.3.16 has none, so ``install()`` wraps the functions that lead to those
-steps (``tools.build_default_arg_parser``, ``tools.check_args``, ``get_dataset_from_xyz``,
-``get_atomic_energies``, ``tools.train``, ``train_one_epoch``); the wrappers do nothing unless the
-run asked for ``linear_system`` on at least one head.
+``adapters`` calls them, from mace's plugin hook or from wrappers around mace-torch 0.3.16;
+``mace_training`` holds the glue to mace's objects; requests and reports go through ``pipeline``.
 
 Why at the entry of training: by then the model is built, LoRA is injected, the cueq conversion
 and any checkpoint restore are done, and mace 0.3.16's ``load_foundations_elements`` has had its
@@ -25,31 +22,30 @@ checkpoint(s) to save ``name.model`` and to evaluate; anything written into the 
 """
 
 import ast
-import functools
-import importlib
-import inspect
 import logging
-import os
-import sys
-import warnings
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional
+from typing import TYPE_CHECKING, Dict, FrozenSet, List, Optional
 
 from .errors import E0InputError
-from .priors import FOUNDATION, check_prior_source, choose_prior, prior_vector, read_prior_file
 from .refit import DEFAULT_MODE as DEFAULT_REFIT
 from .refit import MODES as REFIT_MODES
 
+if TYPE_CHECKING:
+    from .pipeline import Prior
+
 KEYWORD = "linear_system"
-SUPPORTED_MACE = "mace-torch 0.3.x (tested with 0.3.16)"
-_MARK = "_mace_e0_plugin_wraps"
 
 log = logging.getLogger("mace_e0_plugin")
 
 _run: Optional["LinearSystemRun"] = None  # the mace_run_train run in progress, if it uses linear_system
 
 
-# -- the life cycle -------------------------------------------------------------------------------
+def active() -> Optional["LinearSystemRun"]:
+    """The run in progress, if it asked for linear_system on any head."""
+    return _run
+
+
+# -- options --------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     """Our options, grouped in mace's parser so that --help and --config YAML files know them.
     Each can also be set per head in a ``heads:`` YAML block."""
@@ -88,14 +84,14 @@ def add_arguments(parser) -> None:
              f"the first estimate. Default: {DEFAULT_REFIT}.")
 
 
+# -- the life cycle -------------------------------------------------------------------------------
 @dataclass
 class HeadPlan:
     """What one head asked for, and what mace told us about its data while loading."""
 
     name: str
     weighting: str
-    prior_source: Optional[str]  # --E0s_prior: None (automatic), 'foundation' or a file
-    file_prior: Optional[Dict[int, float]]  # read from that file at the start of the run
+    prior: "Prior"  # --E0s_prior: automatic, 'foundation' or a file, read at the start of the run
     energy_key: str
     train_files: List[str]
     max_configs: Optional[int] = None
@@ -120,12 +116,16 @@ class LinearSystemRun:
 
     def foundation_e0s(self) -> Dict[int, float]:
         if self._foundation_e0s is None:
+            from .mace_training import read_foundation_e0s
+
             self._foundation_e0s = read_foundation_e0s(self.args)
         return self._foundation_e0s
 
 
 def configure(args) -> Optional[LinearSystemRun]:
     """Read our options for every head that asked for linear_system; fail before any data load."""
+    from .pipeline import prior_from
+
     global _run
     _run = None
     heads = _head_dicts(args)
@@ -146,14 +146,11 @@ def configure(args) -> Optional[LinearSystemRun]:
         weighting = head.get("E0s_weighting", getattr(args, "E0s_weighting", "per_atom"))
         if weighting not in ("per_atom", "total"):
             raise E0InputError(f"head '{name}': E0s_weighting={weighting}; use 'per_atom' or 'total'.")
-        source = head.get("E0s_prior", getattr(args, "E0s_prior", None))
         option = "--E0s_prior" if "E0s_prior" not in head else f"heads.{name}.E0s_prior"
-        check_prior_source(source, option)
         energy_key = head.get("energy_key", args.energy_key)
-        file_prior = None if source in (None, FOUNDATION) else read_prior_file(source, energy_key, option)
+        prior = prior_from(head.get("E0s_prior", getattr(args, "E0s_prior", None)), energy_key, option)
         train_files = head.get("train_file", args.train_file)
-        plans[name] = HeadPlan(name=name, weighting=weighting, prior_source=source, file_prior=file_prior,
-                               energy_key=energy_key,
+        plans[name] = HeadPlan(name=name, weighting=weighting, prior=prior, energy_key=energy_key,
                                train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
                                max_configs=_positive(name, head, args, "E0s_max_configs", int, "number of configs"),
                                se_tolerance=_positive(name, head, args, "E0s_se_tolerance", float, "energy in eV"),
@@ -209,6 +206,8 @@ def atomic_energies(E0s, z_table, model_foundation=None) -> Optional[Dict[int, f
     if _run is None or not isinstance(E0s, str) or E0s.lower() != KEYWORD:
         return None
     if model_foundation is not None and _run._foundation_e0s is None:
+        from .mace_training import foundation_e0s
+
         _run._foundation_e0s = foundation_e0s(model_foundation, _run.args)
     foundation = _run.foundation_e0s()
     missing = [z for z in z_table.zs if z not in foundation]
@@ -221,40 +220,6 @@ def atomic_energies(E0s, z_table, model_foundation=None) -> Optional[Dict[int, f
     log.info(f"--E0s={KEYWORD}: building the model with the foundation's E0s; they are re-estimated "
              "from the training data before the first epoch")
     return {z: foundation[z] for z in z_table.zs}
-
-
-def foundation_e0s(model, args) -> Dict[int, float]:
-    """A foundation model's E0s by element: of ``--foundation_head`` if it has several heads."""
-    from .models import model_atomic_numbers, model_heads, read_e0s, select_head
-
-    heads = model_heads(model)
-    index = select_head(heads, args.foundation_head, "--foundation_head") if len(heads) > 1 else 0
-    return dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
-
-
-def read_foundation_e0s(args) -> Dict[int, float]:
-    """mace 0.3.16 keeps its foundation model to itself, so we read ``--foundation_model`` again."""
-    return foundation_e0s(_load_foundation(args), args)
-
-
-def _load_foundation(args):
-    import torch
-
-    source = args.foundation_model
-    if os.path.isfile(source):
-        return torch.load(source, map_location="cpu", weights_only=False)
-    from mace.calculators import foundations_models as named
-
-    options = dict(device="cpu", default_dtype=args.default_dtype)
-    if source in getattr(named, "polar_model_names", []):
-        return named.mace_polar(model=source, return_raw_model=True, **options)
-    if source in [name for name in named.mace_mp_names if name]:
-        return named.mace_mp(model=source, return_raw_model=True, **options)
-    if source in ("small_off", "medium_off", "large_off"):
-        return named.mace_off(model=source.split("_")[0], return_raw_model=True, **options)
-    if source == "mace_omol":
-        return named.mace_omol(return_raw_model=True, **options)
-    raise E0InputError(f"--foundation_model={source}: no such file, and not a model name mace knows.")
 
 
 def _symbols(numbers) -> str:
@@ -272,11 +237,13 @@ def before_training(model, train_loader, device, swa=None, distributed: bool = F
     run = _run
     if run is None:
         return
+    from .mace_training import restored_from_checkpoint
+
     args = run.args
     run.rank = rank
     requests = _head_requests(run, model, train_loader.dataset)
     copies = [model] + ([swa.model] if swa is not None else [])
-    if _restored_from_checkpoint(args, checkpoint_handler):
+    if restored_from_checkpoint(args, checkpoint_handler):
         log.info(f"--E0s={KEYWORD}: restarted from a checkpoint, whose E0s were already re-estimated; "
                  "keeping them")
         run.report = _previous_report(args)
@@ -301,6 +268,7 @@ def before_training(model, train_loader, device, swa=None, distributed: bool = F
 def _estimate(run: LinearSystemRun, model, requests, copies, device, distributed: bool, rank: int):
     from .estimate import estimate_e0s
     from .models import write_e0s
+    from .pipeline import write_outputs
     from .plot import SAMPLE_SIZE
     from .report import format_estimate
 
@@ -318,10 +286,9 @@ def _estimate(run: LinearSystemRun, model, requests, copies, device, distributed
     content = estimate.to_dict()
     if rank == 0:
         log.info("\n" + format_estimate(estimate))
-        path = _write_report(run.args, content)
-        log.info(f"--E0s={KEYWORD}: report written to {path}")
-        if plotting:
-            _plot(estimate, path)
+        written = write_outputs(_outputs(args, plotting), content, estimate)
+        for what, path in written.items():
+            log.info(f"--E0s={KEYWORD}: {what} written to {path}")
     return content
 
 
@@ -403,11 +370,20 @@ def _record_provenance(model, content: Dict[str, object]) -> None:
         log.warning(f"--E0s={KEYWORD}: no E0 provenance recorded ({error.message})")
 
 
-def _write_report(args, content: Dict[str, object]) -> str:
-    from .files import write_json
+def _outputs(args, plotting: bool = False):
+    """The run's report, ``{results_dir}/{name}_E0s_linear_system.json``, and its figure(s) beside it."""
+    from .pipeline import Outputs
     from .report import report_path
 
-    return write_json(report_path(args.results_dir, args.name), content)
+    report = report_path(args.results_dir, args.name)
+    figure = report[:-len(".json")] + ".png" if plotting else None
+    return Outputs(report=report, figure=figure, figure_failure_is_error=False)  # a figure never fails a fine-tune
+
+
+def _write_report(args, content: Dict[str, object]) -> str:
+    from .pipeline import write_outputs
+
+    return write_outputs(_outputs(args), content)["report"]
 
 
 def _previous_report(args) -> Dict[str, object]:
@@ -423,252 +399,26 @@ def _previous_report(args) -> Dict[str, object]:
         return {}
 
 
-def _plot(estimate, report_file: str) -> None:
-    from .plot import plot_solution
-
-    stem = report_file[:-len(".json")]
-    for head, solution in estimate.solutions.items():
-        path = f"{stem}.png" if len(estimate.solutions) == 1 else f"{stem}_{head}.png"
-        try:
-            plot_solution(path, head, solution, estimate.samples.get(head))
-            log.info(f"--E0s={KEYWORD}: figure written to {path}")
-        except (Exception, E0InputError) as error:  # a figure is never worth a failed fine-tune
-            log.warning(f"--E0s={KEYWORD}: could not plot ({error})")
-
-
 def _head_requests(run: LinearSystemRun, model, dataset):
-    from .estimate import HeadRequest
-    from .models import model_atomic_numbers, model_heads
+    from .datasets import LoadedData
+    from .mace_training import datasets_by_head, without_replication
+    from .models import model_heads
+    from .pipeline import build_request
 
     heads = model_heads(model)
-    datasets = _datasets_by_head(dataset, heads)
+    datasets = datasets_by_head(dataset, heads)
     foundation = run.foundation_e0s()
-    elements = model_atomic_numbers(model)
     requests = []
     for name, plan in run.heads.items():
         if name not in heads or name not in datasets:
             raise E0InputError(f"head '{name}' asked for --E0s={KEYWORD} but has no training data "
                                f"in this run (model heads: {', '.join(heads)}).")
-        prior, prior_info = choose_prior(plan.prior_source, plan.file_prior, plan.isolated_atoms)
-        values, fell_back = prior_vector(elements, prior or foundation, foundation)
+        data = LoadedData(without_replication(datasets[name], plan.n_train_configs), plan.isolated_atoms or {},
+                          plan.source)
+        request, prior_info, lacking = build_request(
+            model, name, data, plan.prior, fallback=foundation, weighting=plan.weighting,
+            max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(run.args, "seed", 0))
         log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {prior_info['source']}"
-                 + (f"; it lacks {_symbols(fell_back)}, which keep the foundation's E0s" if fell_back else ""))
-        requests.append(HeadRequest(
-            name=name, index=heads.index(name), weighting=plan.weighting, prior_e0s=values,
-            dataset=_without_replication(datasets[name], plan.n_train_configs), source=plan.source,
-            max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(run.args, "seed", 0),
-            prior=prior_info))
+                 + (f"; it lacks {_symbols(lacking)}, which keep the foundation's E0s" if lacking else ""))
+        requests.append(request)
     return requests
-
-
-def _datasets_by_head(dataset, heads: List[str]) -> Dict[str, object]:
-    """mace concatenates one dataset per head (replay pt_head data included); each config
-    carries its head's index. Returns each head's dataset, the graphs training already built."""
-    from torch.utils.data import ConcatDataset
-
-    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    by_head: Dict[str, list] = {}
-    for part in parts:
-        if len(part) > 0:
-            by_head.setdefault(heads[int(part[0].head)], []).append(part)
-    return {head: p[0] if len(p) == 1 else ConcatDataset(p) for head, p in by_head.items()}
-
-
-def _without_replication(dataset, n_original: Optional[int]):
-    """Multihead fine-tuning repeats the fine-tuning configs to balance a large replay set
-    (``train += train * k``). Each config counts once: keep the first copy."""
-    from torch.utils.data import Subset
-
-    if not n_original or len(dataset) <= n_original or len(dataset) % n_original:
-        return dataset
-    if not (dataset[0].positions.shape == dataset[n_original].positions.shape
-            and bool((dataset[0].positions == dataset[n_original].positions).all())):
-        return dataset
-    return Subset(dataset, range(n_original))
-
-
-def _restored_from_checkpoint(args, checkpoint_handler) -> bool:
-    if not getattr(args, "restart_latest", False) or checkpoint_handler is None:
-        return False
-    io = checkpoint_handler.io
-    if not os.path.isdir(io.directory):
-        return False
-    prefix = f"{io.tag}_epoch-"
-    return any(name.startswith(prefix) and name.endswith(".pt") for name in os.listdir(io.directory))
-
-
-# -- adapter for a mace with the ``mace.plugins`` entry-point hook (see patches/) -----------------
-class MacePlugin:
-    """The ``mace.plugins`` entry point: mace calls these with keyword arguments."""
-
-    @staticmethod
-    def add_arguments(parser):
-        if not is_disabled():
-            add_arguments(parser)
-
-    @staticmethod
-    def configure(args):
-        if not is_disabled():
-            configure(args)
-
-    @staticmethod
-    def dataset_loaded(head_config, args):  # pylint: disable=unused-argument
-        collections = head_config.collections
-        dataset_loaded(head_config.head_name, collections.train if collections else [],
-                       head_config.atomic_energies_dict)
-
-    @staticmethod
-    def atomic_energies(head_config, z_table, model_foundation=None, args=None):  # pylint: disable=unused-argument
-        return atomic_energies(head_config.E0s, z_table, model_foundation)
-
-    @staticmethod
-    def before_training(args=None, **train_kwargs):  # pylint: disable=unused-argument
-        before_training(**train_kwargs)
-
-    @staticmethod
-    def epoch_start(epoch, **_context):
-        epoch_start(epoch)
-
-    @staticmethod
-    def epoch_end(epoch, **_context):
-        epoch_end(epoch)
-
-    @staticmethod
-    def after_training(args=None, **train_kwargs):  # pylint: disable=unused-argument
-        after_training(**train_kwargs)
-
-
-def is_disabled() -> bool:
-    from ._bootstrap import is_disabled as environment_says_off
-
-    return environment_says_off()
-
-
-def mace_has_plugin_hook() -> bool:
-    """A mace-torch that calls ``mace.plugins`` entry points itself (patches/0002) needs no wrappers."""
-    try:
-        plugins = importlib.import_module("mace.tools.plugins")
-    except ImportError:
-        return False
-    return getattr(plugins, "GROUP", None) == "mace.plugins" and callable(getattr(plugins, "call", None))
-
-
-# -- adapter for mace-torch 0.3.x without the hook: wrappers -----------------------------------------
-def _wrap_build_default_arg_parser(original):
-    def build_default_arg_parser(*args, **kwargs):
-        parser = original(*args, **kwargs)
-        add_arguments(parser)
-        return parser
-    return build_default_arg_parser
-
-
-def _wrap_check_args(original):
-    def check_args(args):
-        args, messages = original(args)
-        configure(args)
-        return args, messages
-    return check_args
-
-
-def _wrap_get_dataset_from_xyz(original):
-    def get_dataset_from_xyz(*args, **kwargs):
-        collections, isolated_atoms = original(*args, **kwargs)
-        if dataset_loaded(kwargs.get("head_name", "Default"), collections.train, isolated_atoms):
-            isolated_atoms = None  # else mace would build from them and ignore --E0s
-        return collections, isolated_atoms
-    return get_dataset_from_xyz
-
-
-def _wrap_get_atomic_energies(original):
-    def get_atomic_energies(E0s, train_collection, z_table, *args, **kwargs):  # pylint: disable=invalid-name
-        placeholder = atomic_energies(E0s, z_table)
-        if placeholder is not None:
-            return placeholder
-        return original(E0s, train_collection, z_table, *args, **kwargs)
-    return get_atomic_energies
-
-
-def _wrap_train(original):
-    signature = inspect.signature(original)
-
-    def train(*args, **kwargs):
-        if _run is None:
-            return original(*args, **kwargs)
-        arguments = signature.bind(*args, **kwargs).arguments
-        before_training(**arguments)
-        try:
-            result = original(*args, **kwargs)
-        except BaseException:
-            training_failed()
-            raise
-        after_training(**arguments)
-        return result
-    return train
-
-
-def _wrap_train_one_epoch(original):
-    signature = inspect.signature(original)
-
-    def train_one_epoch(*args, **kwargs):
-        if _run is None:
-            return original(*args, **kwargs)
-        epoch = signature.bind(*args, **kwargs).arguments["epoch"]
-        epoch_start(epoch)
-        result = original(*args, **kwargs)
-        epoch_end(epoch)
-        return result
-    return train_one_epoch
-
-
-# (module, attribute, wrapper factory). mace.cli.run_train binds the middle two with
-# ``from ... import``, so they are patched in their home module before it loads; tools.train
-# looks train_one_epoch up in its own module at each call.
-_TARGETS = [
-    ("mace.tools", "build_default_arg_parser", _wrap_build_default_arg_parser),
-    ("mace.tools", "check_args", _wrap_check_args),
-    ("mace.tools.scripts_utils", "get_dataset_from_xyz", _wrap_get_dataset_from_xyz),
-    ("mace.tools.scripts_utils", "get_atomic_energies", _wrap_get_atomic_energies),
-    ("mace.tools", "train", _wrap_train),
-    ("mace.tools.train", "train_one_epoch", _wrap_train_one_epoch),
-]
-
-
-def install() -> bool:
-    """Wrap mace's functions; idempotent. Returns False when mace calls us through its own plugin
-    hook, and False with a warning when this mace-torch lacks something we wrap: then nothing is
-    patched and mace runs as if we were absent."""
-    if mace_has_plugin_hook():
-        return False
-    try:
-        originals = [(importlib.import_module(module), name, factory) for module, name, factory in _TARGETS]
-        missing = [f"{module.__name__}.{name}" for module, name, _ in originals if not hasattr(module, name)]
-    except ImportError as error:
-        missing = [str(error)]
-    if missing:
-        warnings.warn(f"mace-e0-plugin supports {SUPPORTED_MACE}; this mace-torch lacks "
-                      f"{', '.join(missing)}, so --E0s={KEYWORD} is unavailable.", stacklevel=2)
-        return False
-    run_train = sys.modules.get("mace.cli.run_train")  # already imported: rebind its names too
-    for module, name, factory in originals:
-        current = getattr(module, name)
-        if getattr(current, _MARK, None) is not None:
-            continue
-        wrapper = functools.wraps(current)(factory(current))
-        setattr(wrapper, _MARK, current)
-        setattr(module, name, wrapper)
-        if run_train is not None and getattr(run_train, name, None) is current:
-            setattr(run_train, name, wrapper)
-    return True
-
-
-def uninstall() -> None:
-    """Undo install() (for tests)."""
-    run_train = sys.modules.get("mace.cli.run_train")
-    for module_name, name, _ in _TARGETS:
-        module = sys.modules.get(module_name)
-        current = getattr(module, name, None) if module else None
-        original = getattr(current, _MARK, None)
-        if original is not None:
-            setattr(module, name, original)
-            if run_train is not None and getattr(run_train, name, None) is current:
-                setattr(run_train, name, original)
