@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from .errors import E0InputError
-from .linear_system import determined_span, format_combination, split_compositions
+from .linear_system import determined_span, split_compositions
+from .schema import format_combination
 from .models import model_atomic_numbers, model_heads, select_head
 from .priors import ISOLATED_ATOMS
 from .provenance import read_provenance

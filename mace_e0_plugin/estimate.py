@@ -14,6 +14,7 @@ from .errors import E0InputError
 from .linear_system import E0LinearSystem, E0Solution, all_reduce_
 from .models import model_atomic_numbers, read_e0s
 from .priors import FOUNDATION
+from .schema import solution_entry
 from .sampling import stratified_order
 
 CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
@@ -53,7 +54,7 @@ class Estimate:
             extra = {"prior": self.priors[name]} if name in self.priors else {}
             if name in self.sampling:
                 extra["sampling"] = self.sampling[name]
-            return {**solution.to_dict(), **extra}
+            return {**solution_entry(solution), **extra}
 
         return {"heads": {name: entry(name, s) for name, s in self.solutions.items()},
                 "timing": dict(self.timing)}

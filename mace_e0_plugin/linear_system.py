@@ -23,7 +23,7 @@ never on CUDA's full-rank-only ``gels`` least-squares driver.
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from math import gcd, isfinite, sqrt
+from math import gcd, sqrt
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -264,35 +264,6 @@ class E0Solution:
     def rank_deficient(self) -> bool:
         return self.rank < self.n_elements
 
-    def to_dict(self) -> Dict[str, object]:
-        """The per-head entry of the JSON report: energies in eV, keys atomic numbers as strings."""
-        def by_element(values):
-            return {str(z): _json_number(v) for z, v in zip(self.atomic_numbers, values)}
-
-        return {
-            "E0s": by_element(self.e0s),
-            "prior_E0s": by_element(self.prior_e0s),
-            "starting_E0s": by_element(self.start_e0s),
-            "corrections": by_element(self.corrections),
-            "standard_errors": by_element(self.standard_errors),
-            "rank": self.rank,
-            "n_elements": self.n_elements,
-            "condition_number": _json_number(self.condition_number),
-            "n_configs": self.n_configs,
-            "n_skipped": self.n_skipped,
-            "weighting": self.weighting,
-            "determined_combinations": [format_combination(c) for c in self.determined_combinations],
-            # the same, machine-readable: [[coefficient, Z], ...] per combination; none at full rank
-            "determined_coefficients": [[[c, z] for c, z in combination] for combination in self.determined_combinations],
-            "present_elements": [z for z, p in zip(self.atomic_numbers, self.present) if p],
-            "rmse_per_atom_before_meV": _json_number(self.rmse_per_atom_before_meV),
-            "rmse_per_atom_after_meV": _json_number(self.rmse_per_atom_after_meV),
-        }
-
-
-def _json_number(value: float) -> Optional[float]:
-    return float(value) if isfinite(value) else None
-
 
 def row_space_combinations(basis: np.ndarray, atomic_numbers: Sequence[int]) -> List[Combination]:
     """A canonical basis of the element combinations the data determine.
@@ -373,17 +344,3 @@ def split_compositions(counts: torch.Tensor, span: torch.Tensor,
     basis = right[values > rcond * values.max()]  # orthonormal rows
     inside = (counts @ basis.T) @ basis
     return inside, counts - inside
-
-
-def format_combination(combination: Combination) -> str:
-    """[(196, 1), (1, 6)] -> "196 H + C"."""
-    from ase.data import chemical_symbols
-
-    text = ""
-    for coefficient, z in combination:
-        sign = "-" if coefficient < 0 else "+"
-        magnitude = abs(coefficient)
-        number = "" if magnitude == 1 else (f"{magnitude:g}" if magnitude == int(magnitude) else f"{magnitude:.4g}")
-        term = f"{number} {chemical_symbols[z]}".strip()
-        text = (f"-{term}" if sign == "-" else term) if not text else f"{text} {sign} {term}"
-    return text

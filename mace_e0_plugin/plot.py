@@ -7,7 +7,8 @@ from ase.data import chemical_symbols
 
 from .collect import ResidualSample
 from .files import write_atomically
-from .linear_system import E0Solution, format_combination
+from .linear_system import E0Solution
+from .schema import format_combination
 
 SAMPLE_SIZE = 20_000  # configs per head kept for the histograms: a fixed cost however large the data
 

@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Optional
 import torch
 
 from .errors import E0InputError
-from .linear_system import format_combination
+from .schema import format_combination
 
 ATTRIBUTE = "e0_provenance"
 METHOD = "linear_system"

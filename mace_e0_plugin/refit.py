@@ -32,6 +32,7 @@ from .estimate import Estimate, HeadRequest, broadcast_e0s, estimate_e0s
 from .files import save_torch
 from .linear_system import E0LinearSystem, E0Solution, all_reduce_
 from .models import model_atomic_numbers, read_e0s, read_state_e0s, state_e0_buffers, write_e0s, write_rows
+from .schema import solution_entry
 
 EPOCH, FINAL = "epoch", "final"
 MODES: Dict[str, FrozenSet[str]] = {
@@ -65,7 +66,7 @@ class Refit:
 
     def to_dict(self) -> Dict[str, object]:
         change, z = self.largest_change
-        solution = self.solution.to_dict()
+        solution = solution_entry(self.solution)
         return {"head": self.head, "kind": self.kind, "epoch": self.epoch, "checkpoint": self.checkpoint,
                 "E0s": solution["E0s"], "max_abs_change_eV": change, "max_change_element": z,
                 "rmse_per_atom_before_meV": solution["rmse_per_atom_before_meV"],

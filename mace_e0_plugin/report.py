@@ -8,7 +8,8 @@ from ase.data import chemical_symbols
 
 from .estimate import Estimate
 from .files import write_json
-from .linear_system import E0Solution, format_combination
+from .linear_system import E0Solution
+from .schema import format_combination
 
 
 def _number(value: float, digits: int = 6) -> str:

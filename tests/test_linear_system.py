@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mace_e0_plugin.linear_system import E0LinearSystem, format_combination, row_space_combinations
+from mace_e0_plugin.linear_system import E0LinearSystem, row_space_combinations
+from mace_e0_plugin.schema import format_combination
 
 Z = [1, 6, 8]
 
