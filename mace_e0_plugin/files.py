@@ -60,6 +60,7 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
             recording = _Recording(handle)
             write(recording)
             handle.flush()
+            os.fchmod(handle.fileno(), _mode_for(path))
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException as error:
@@ -72,6 +73,17 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
             raise write_error(path, cause) from None
         raise
     return path
+
+
+def _mode_for(path: str) -> int:
+    """The permissions ``open(path, "w")`` would give: the old file's, else 0o666 less the umask
+    (temporary files are created 0o600, which would hide a model from the rest of a group)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_error(path: str, error: OSError) -> E0InputError:

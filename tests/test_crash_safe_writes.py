@@ -115,3 +115,19 @@ def test_a_folder_that_refuses_the_temporary_file(tmp_path, monkeypatch):
         write_json(str(tmp_path / "report.json"), {})
     assert failure.value.message.startswith(f"cannot write {tmp_path / 'report.json'}: read-only file system;")
     assert only(tmp_path) == []
+
+
+def test_written_files_get_the_permissions_an_ordinary_write_would(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.json"
+        write_json(str(fresh), {"1": -13.6})
+        assert fresh.stat().st_mode & 0o777 == 0o644  # not the temporary file's 0o600
+
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}\n")
+        kept.chmod(0o640)
+        write_json(str(kept), {"8": -2041.8})
+        assert kept.stat().st_mode & 0o777 == 0o640 and json.loads(kept.read_text()) == {"8": -2041.8}
+    finally:
+        os.umask(previous)
