@@ -140,6 +140,24 @@ class PlantedShift:
         return configs
 
 
+def label_with_model(model, configs, energy_key: str = "REF_energy", forces_key: str = "REF_forces"):
+    """Label ``configs`` (in place) with ``model``'s own energies and forces, through mace's
+    MACECalculator: data on which the model is exact, to plant known faults on. Returns them."""
+    import copy
+
+    from mace.calculators import MACECalculator
+
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    # A copy: the calculator freezes the parameters of the model it is given.
+    calculator = MACECalculator(models=copy.deepcopy(model), device="cpu", default_dtype=dtype)
+    for atoms in configs:
+        atoms.calc = calculator
+        atoms.info[energy_key] = float(atoms.get_potential_energy())
+        atoms.arrays[forces_key] = atoms.get_forces().copy()
+        atoms.calc = None
+    return configs
+
+
 def predict_energies(model, configs, head: Optional[str] = None, batch_size: int = 16) -> List[float]:
     """Energies of ``model`` on ase configs, batched (used to plant shifts on a model's own output)."""
     import torch
