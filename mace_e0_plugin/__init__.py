@@ -12,6 +12,7 @@ _LAZY = {
     "E0InputError": "mace_e0_plugin.errors",
     "estimate_e0s": "mace_e0_plugin.estimate",
     "check_e0s": "mace_e0_plugin.check",
+    "diagnose_e0s": "mace_e0_plugin.diagnose",
 }
 
 __all__ = ["__version__", *_LAZY]

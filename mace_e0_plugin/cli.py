@@ -4,6 +4,7 @@
     mace-e0 show MODEL
     mace-e0 apply MODEL E0S.json|REPORT.json --output NEW.model [--head NAME]
     mace-e0 check MODEL DATA [DATA ...] [--head NAME] [--output CHECK.json]
+    mace-e0 diagnose MODEL DATA [DATA ...] --energy-key KEY --forces-key KEY [options]
 
 ``estimate`` goes through the same collection and solve as ``mace_run_train --E0s=linear_system``,
 and writes the same report. Under ``torchrun --nproc_per_node=K`` it shards the data.
@@ -19,6 +20,7 @@ from .errors import E0InputError
 
 PROG = "mace-e0"
 EXIT_OUTSIDE = 3  # check: some configs lie outside what the E0s were fitted on (2: bad input, 1: a crash)
+EXIT_FLAGGED = 3  # diagnose: some element's E0 or force scale is flagged (the same "look at this" status)
 
 
 # -- estimate -------------------------------------------------------------------------------------
@@ -190,6 +192,28 @@ def check(args) -> int:
     return EXIT_OUTSIDE if any(h["n_outside"] for h in result["heads"].values()) else 0
 
 
+# -- diagnose -------------------------------------------------------------------------------------
+def diagnose(args) -> int:
+    from .diagnose import diagnose as run_diagnosis, format_diagnosis
+    from .files import write_json
+
+    if args.num_workers is None:
+        args.num_workers = default_workers()
+    _refuse_overwrite([p for p in (args.output, args.plot) if p], args.force)
+    diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.isolated_atoms,
+                              args.head, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                              num_workers=args.num_workers, option="--isolated-atoms")
+    print(format_diagnosis(diagnosis))
+    if args.output:
+        print(f"diagnosis: {write_json(args.output, diagnosis.to_dict())}")
+    if args.plot:
+        from .plot_diagnosis import plot_diagnosis
+
+        print(f"figure: {plot_diagnosis(args.plot, diagnosis)}")
+    flagged = diagnosis.entry["flagged"]
+    return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] else 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def _positive(kind):
     def parse(text: str):
@@ -257,6 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--head", help="the head to check (default: mace's)")
     command.add_argument("--output", help="write the JSON result here")
     command.add_argument("--force", action="store_true", help="write over an existing --output")
+
+    command = commands.add_parser(
+        "diagnose", help="per element: the E0 correction the data ask for, the force slope, isolated atoms",
+        description=f"Exit status: 0 if nothing is flagged, {EXIT_FLAGGED} if an element's E0 or force scale is "
+                    "flagged, 2 on bad input, 1 on an unexpected error.")
+    command.set_defaults(run=diagnose)
+    command.add_argument("model", metavar="MODEL", help="a MACE .model file")
+    command.add_argument("data", metavar="DATA", nargs="+", help="extxyz (or any ASE format), MACE h5, or LMDB")
+    command.add_argument("--energy-key", required=True, help="info key of the reference energy in extxyz DATA")
+    command.add_argument("--forces-key", required=True, help="arrays key of the reference forces in extxyz DATA")
+    command.add_argument("--isolated-atoms", default=None, metavar="FILE",
+                         help="isolated-atom energies at DATA's level of theory: an extxyz of isolated atoms "
+                              "(energy under --energy-key) or a JSON {Z: eV}; default: DATA's IsolatedAtom frames")
+    command.add_argument("--head", help="head of a multihead model (default: mace's)")
+    command.add_argument("--batch-size", type=_positive(int), default=32)
+    command.add_argument("--num-workers", type=int, default=None, help="as for estimate")
+    command.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    command.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                         help="run the model in this dtype (default: its own)")
+    command.add_argument("--output", metavar="DIAG.json", help="write the diagnosis here")
+    command.add_argument("--plot", metavar="FIGURE.png", help="write the figure (PNG) here")
+    command.add_argument("--force", action="store_true", help="write over existing outputs")
     return parser
 
 

@@ -14,6 +14,7 @@ from .models import model_atomic_numbers, model_heads
 
 ISOLATED_ATOM = "IsolatedAtom"
 ENERGY_KEY = "_mace_e0_energy"  # where the energy is put on copies of the Atoms for mace's reader
+FORCES_KEY = "_mace_e0_forces"  # ... and the forces, when asked for (mace-e0 diagnose)
 
 
 def read_model(path: str, device: str = "cpu") -> torch.nn.Module:
@@ -54,14 +55,16 @@ class LoadedData:
     source: str = ""
 
 
-def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_key: Optional[str]) -> LoadedData:
-    """Every DATA file as graphs for ``model``'s head ``head``."""
+def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_key: Optional[str],
+              forces_key: Optional[str] = None) -> LoadedData:
+    """Every DATA file as graphs for ``model``'s head ``head``; with ``forces_key``, extxyz graphs
+    carry those reference forces too (h5 and LMDB keep the forces mace_prepare_data stored)."""
     parts: List[Dataset] = []
     isolated: Dict[int, float] = {}
     for path in paths:
         kind = _kind(path)
         if kind == "xyz":
-            loaded = _read_ase(path, model, head, energy_key)
+            loaded = _read_ase(path, model, head, energy_key, forces_key)
             parts.append(loaded.dataset)
             isolated.update(loaded.isolated_atoms)
         else:
@@ -146,15 +149,17 @@ def read_compositions(paths: Sequence[str], model: torch.nn.Module, head: str):
     return counts, labels
 
 
-def _read_ase(path, model, head, energy_key):
-    return graphs_from_atoms(_read_frames(path), model, head, energy_key, f"DATA {path}")
+def _read_ase(path, model, head, energy_key, forces_key=None):
+    return graphs_from_atoms(_read_frames(path), model, head, energy_key, f"DATA {path}", forces_key)
 
 
 def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Optional[str],
-                      where: str) -> LoadedData:
+                      where: str, forces_key: Optional[str] = None) -> LoadedData:
     """ase.Atoms as graphs for ``model``'s ``head``, left unchanged. The energy is
     ``atoms.info[energy_key]``; with ``energy_key`` None or 'energy' (which ASE keeps in the
-    calculator, not in info), ``atoms.get_potential_energy()``. IsolatedAtom frames are set apart."""
+    calculator, not in info), ``atoms.get_potential_energy()``. IsolatedAtom frames are set apart.
+    With ``forces_key``, the graphs carry ``atoms.arrays[forces_key]`` as reference forces (for
+    'forces', the calculator's); without it, no forces, as before."""
     from mace import data
 
     z_table = _z_table(model)
@@ -168,9 +173,14 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
                 "info key that holds them." if from_calculator else
                 f"under --energy-key {energy_key}; the info keys are "
                 f"{sorted({k for a in frames for k in a.info})}."))
+    forces = [_reference_forces(a, forces_key) for a in frames] if forces_key else [None] * len(frames)
+    if forces_key and all(f is None for f in forces):
+        raise E0InputError(f"{where}: no config has forces under --forces-key {forces_key}; the arrays keys "
+                           f"are {sorted({k for a in frames for k in a.arrays})}.")
     isolated, configs = {}, []
-    keys = data.KeySpecification(info_keys={"energy": ENERGY_KEY}, arrays_keys={})
-    for atoms, energy in zip(frames, energies):
+    keys = data.KeySpecification(info_keys={"energy": ENERGY_KEY},
+                                 arrays_keys={"forces": FORCES_KEY} if forces_key else {})
+    for atoms, energy, force in zip(frames, energies, forces):
         if len(atoms) == 1 and atoms.info.get("config_type") == ISOLATED_ATOM:
             if energy is not None:
                 isolated[int(atoms.numbers[0])] = float(energy)
@@ -179,10 +189,25 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
         copy.info.pop(ENERGY_KEY, None)
         if energy is not None:
             copy.info[ENERGY_KEY] = energy
+        if force is not None:
+            copy.arrays[FORCES_KEY] = force
         configs.append(data.config_from_atoms(copy, key_specification=keys, head_name=head))
     key = "atoms.get_potential_energy()" if from_calculator else f"energy key '{energy_key}'"
     return LoadedData(ConfigGraphs(configs, z_table, float(model.r_max), model_heads(model)), isolated,
                       f"{where.removeprefix('DATA ')} ({key})")
+
+
+def _reference_forces(atoms, forces_key: str):
+    """``atoms.arrays[forces_key]``, or for 'forces' (ASE keeps those in the calculator) the
+    calculator's; None if neither."""
+    if forces_key in atoms.arrays:
+        return atoms.arrays[forces_key]
+    if forces_key == "forces" and atoms.calc is not None:
+        try:
+            return atoms.get_forces()
+        except Exception:  # pylint: disable=broad-except  (a calculator without stored forces)
+            return None
+    return None
 
 
 def _calculator_energy(atoms) -> Optional[float]:

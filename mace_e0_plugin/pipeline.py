@@ -4,6 +4,7 @@ thin doors onto it, so the three give the same numbers and write the same files.
 
     model_from(model, device, dtype)        a path, a MACE module or a MACECalculator -> the module
     data_from(configs, model, head, key)    files or ase.Atoms -> graphs for that head, + IsolatedAtom energies
+                                            (and reference forces, given forces_key)
     prior_from(prior, energy_key)           'foundation', a file, {Z or symbol: eV} or isolated Atoms
     build_request(model, head, data, ...)   -> HeadRequest (then ``estimate.estimate_e0s``)
     write_outputs(outputs, content, ...)    the JSON report, an {Z: eV} file, figures: whole or not at all
@@ -65,20 +66,22 @@ def model_from(model, device: Union[str, torch.device, None] = None,
                                     dtype=dtype if dtype is not None else current.dtype)
 
 
-def data_from(configs, model: torch.nn.Module, head: str, energy_key: Optional[str]) -> LoadedData:
+def data_from(configs, model: torch.nn.Module, head: str, energy_key: Optional[str],
+              forces_key: Optional[str] = None) -> LoadedData:
     """``configs`` (a path, a list of paths, or a list of ase.Atoms) as graphs for ``model``'s
-    ``head``. ``energy_key=None`` takes ``atoms.get_potential_energy()`` (extxyz ``energy=``)."""
+    ``head``. ``energy_key=None`` takes ``atoms.get_potential_energy()`` (extxyz ``energy=``).
+    ``forces_key``: the graphs carry those reference forces too (``mace-e0 diagnose``)."""
     if isinstance(configs, (str, os.PathLike)):
         configs = [configs]
     configs = list(configs)
     if not configs:
         raise E0InputError("configs: empty; give ase.Atoms or data files.")
     if all(isinstance(c, (str, os.PathLike)) for c in configs):
-        return load_data([str(c) for c in configs], model, head, energy_key)
+        return load_data([str(c) for c in configs], model, head, energy_key, forces_key)
     from ase import Atoms
 
     if all(isinstance(c, Atoms) for c in configs):
-        return graphs_from_atoms(configs, model, head, energy_key, "the configs passed in")
+        return graphs_from_atoms(configs, model, head, energy_key, "the configs passed in", forces_key)
     raise E0InputError("configs: a mix of types; give a list of ase.Atoms, or a list of file paths.")
 
 

@@ -140,20 +140,52 @@ class PlantedShift:
         return configs
 
 
+def label_with_model(model, configs, energy_key: str = "REF_energy", forces_key: str = "REF_forces",
+                     head: Optional[str] = None, batch_size: int = 16):
+    """Label ``configs`` (in place) with ``model``'s own energies and forces, batched: data on
+    which the model is exact, to plant known faults on. Returns them."""
+    from .collect import evaluation_mode, make_loader
+
+    with evaluation_mode(model):
+        results = []
+        for batch in make_loader(_graphs(model, configs, head), batch_size):
+            output = model(batch.to_dict(), training=False, compute_force=True)
+            forces = output["forces"].detach().double().cpu()
+            energies, bounds = output["energy"].detach().double().tolist(), batch.ptr.tolist()
+            results += [(energy, forces[start:stop].numpy().copy())
+                        for energy, start, stop in zip(energies, bounds[:-1], bounds[1:])]
+    for atoms, (energy, forces) in zip(configs, results):
+        atoms.info[energy_key] = energy
+        atoms.arrays[forces_key] = forces
+    return configs
+
+
 def predict_energies(model, configs, head: Optional[str] = None, batch_size: int = 16) -> List[float]:
     """Energies of ``model`` on ase configs, batched (used to plant shifts on a model's own output)."""
     import torch
-    from mace import data
 
     from .collect import evaluation_mode, make_loader
+
+    energies: List[float] = []
+    with evaluation_mode(model), torch.no_grad():
+        for batch in make_loader(_graphs(model, configs, head), batch_size):
+            output = model(batch.to_dict(), training=False, compute_force=False)
+            energies.extend(output["energy"].double().tolist())
+    return energies
+
+
+def _graphs(model, configs, head: Optional[str]):
+    """The configs as graphs for ``model`` (in its dtype), positions and species only."""
+    import torch
+    from mace import data
+
     from .models import model_atomic_numbers, model_heads
 
     heads = model_heads(model)
     z_table = _table(model_atomic_numbers(model))
     r_max = float(model.r_max)
-    dtype = next(model.parameters()).dtype
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
+    torch.set_default_dtype(next(model.parameters()).dtype)
     try:
         graphs = []
         for atoms in configs:
@@ -162,12 +194,7 @@ def predict_energies(model, configs, head: Optional[str] = None, batch_size: int
             graphs.append(data.AtomicData.from_config(config, z_table=z_table, cutoff=r_max, heads=heads))
     finally:
         torch.set_default_dtype(previous)
-    energies: List[float] = []
-    with evaluation_mode(model), torch.no_grad():
-        for batch in make_loader(graphs, batch_size):
-            output = model(batch.to_dict(), training=False, compute_force=False)
-            energies.extend(output["energy"].double().tolist())
-    return energies
+    return graphs
 
 
 def _table(atomic_numbers):
