@@ -195,21 +195,22 @@ def check(args) -> int:
 # -- diagnose -------------------------------------------------------------------------------------
 def diagnose(args) -> int:
     from .diagnose import diagnose as run_diagnosis, format_diagnosis
-    from .files import write_json
+    from .pipeline import Outputs, write_outputs
+    from .plot_diagnosis import plot_diagnosis
 
     if args.num_workers is None:
         args.num_workers = default_workers()
-    _refuse_overwrite([p for p in (args.output, args.plot) if p], args.force)
+    outputs = Outputs(report=args.output, figure=args.plot)
+    _refuse_overwrite(outputs.paths(), args.force)
     diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.isolated_atoms,
                               args.head, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                               num_workers=args.num_workers, option="--isolated-atoms")
     print(format_diagnosis(diagnosis))
-    if args.output:
-        print(f"diagnosis: {write_json(args.output, diagnosis.to_dict())}")
-    if args.plot:
-        from .plot_diagnosis import plot_diagnosis
-
-        print(f"figure: {plot_diagnosis(args.plot, diagnosis)}")
+    written = write_outputs(outputs, diagnosis.to_dict(), draw=lambda path: plot_diagnosis(path, diagnosis))
+    if "report" in written:
+        print(f"diagnosis: {written['report']}")
+    if "figure" in written:
+        print(f"figure: {written['figure']}")
     flagged = diagnosis.entry["flagged"]
     return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] else 0
 

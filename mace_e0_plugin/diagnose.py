@@ -24,7 +24,8 @@ from .collect import _inputs_in, default_dtype, evaluation_mode, make_loader
 from .errors import E0InputError
 from .force_slopes import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, ForceSlopeStatistics,
                            combination_correction, energy_is_off, energy_z, slope_is_off)
-from .linear_system import E0Solution, format_combination
+from .linear_system import E0Solution
+from .schema import format_combination
 
 FORCE_SAMPLE_ATOMS = 5_000  # atoms per element kept for the parity plot: a fixed cost however large the data
 ENERGY_SAMPLE_CONFIGS = 20_000  # configs kept for the residual-against-composition plot
@@ -59,15 +60,12 @@ def diagnose_e0s(model, configs, energy_key: Optional[str] = None, forces_key: O
     """
     diagnosis = diagnose(model, configs, energy_key, forces_key, isolated_atoms, head, batch_size=batch_size,
                          device=device, dtype=dtype, num_workers=num_workers)
-    if output:
-        from .files import write_json
+    from .pipeline import Outputs, write_outputs
+    from .plot_diagnosis import plot_diagnosis
 
-        write_json(output, diagnosis.to_dict())
-    if plot:
-        from .plot_diagnosis import plot_diagnosis
-
-        plot_diagnosis(plot, diagnosis)
-    return diagnosis.to_dict()
+    content = diagnosis.to_dict()
+    write_outputs(Outputs(report=output, figure=plot), content, draw=lambda path: plot_diagnosis(path, diagnosis))
+    return content
 
 
 def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str], isolated_atoms=None,

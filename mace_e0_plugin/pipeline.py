@@ -10,11 +10,12 @@ thin doors onto it, so the three give the same numbers and write the same files.
     write_outputs(outputs, content, ...)    the JSON report, an {Z: eV} file, figures: whole or not at all
 """
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -155,7 +156,7 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Pr
 class Outputs:
     """Where a door wants its results; None: not written."""
 
-    report: Optional[str] = None  # the JSON report (schema in the README)
+    report: Optional[str] = None  # the JSON report (schema in the README), or DIAG.json
     e0s_json: Optional[str] = None  # one head's {Z: eV}, for mace_run_train --E0s=FILE
     figure: Optional[str] = None  # one figure per head: FIGURE, or FIGURE's stem + _HEAD.png for several
     figure_failure_is_error: bool = True  # a fine-tune warns and goes on instead
@@ -164,11 +165,12 @@ class Outputs:
         return [p for p in (self.report, self.e0s_json, self.figure) if p]
 
 
-def write_outputs(outputs: Outputs, content: Mapping[str, object], estimate: Optional[Estimate] = None
-                  ) -> Dict[str, str]:
+def write_outputs(outputs: Outputs, content: Mapping[str, object], estimate: Optional[Estimate] = None,
+                  draw: Optional[Callable[[str], str]] = None) -> Dict[str, str]:
     """Write what ``outputs`` asks for, each file whole or not at all; returns {what: path}.
-    ``content`` is the report (``Estimate.to_dict()``, with refits where there were any);
-    ``estimate`` gives the figures and the E0s file."""
+    ``content`` is the JSON (``Estimate.to_dict()``, with refits where there were any, or a
+    diagnosis); ``estimate`` gives the E0s file and one figure per head, unless ``draw(path)``
+    draws the figure instead."""
     from .files import write_json
     from .report import e0s_mapping
 
@@ -181,17 +183,22 @@ def write_outputs(outputs: Outputs, content: Mapping[str, object], estimate: Opt
                                f"{len(estimate.solutions)}; write the report instead.")
         (solution,) = estimate.solutions.values()
         written["e0s_json"] = write_json(outputs.e0s_json, e0s_mapping(solution))
-    if outputs.figure and estimate is not None:
-        for head, path in figure_paths(outputs.figure, list(estimate.solutions)).items():
-            try:
-                from .plot import plot_solution
+    figures: Dict[str, Callable[[], str]] = {}
+    if outputs.figure and draw is not None:
+        figures["figure"] = functools.partial(draw, outputs.figure)
+    elif outputs.figure and estimate is not None:
+        from .plot import plot_solution
 
-                written[f"figure {head}"] = plot_solution(path, head, estimate.solutions[head],
+        for head, path in figure_paths(outputs.figure, list(estimate.solutions)).items():
+            figures[f"figure {head}"] = functools.partial(plot_solution, path, head, estimate.solutions[head],
                                                           estimate.samples.get(head))
-            except Exception as error:  # pylint: disable=broad-except
-                if outputs.figure_failure_is_error:
-                    raise
-                log.warning(f"could not plot head '{head}' to {path} ({error})")
+    for what, make in figures.items():
+        try:
+            written[what] = make()
+        except Exception as error:  # pylint: disable=broad-except
+            if outputs.figure_failure_is_error:
+                raise
+            log.warning(f"could not draw the {what} ({error})")
     return written
 
 

@@ -2,7 +2,6 @@
 against composition, where an E0 mismatch shows as a line that is not flat."""
 
 import numpy as np
-from ase.data import chemical_symbols
 
 from .files import write_atomically
 

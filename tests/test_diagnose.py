@@ -5,7 +5,6 @@ scaled by a known factor. The diagnosis must recover both exactly and flag exact
 import copy
 import json
 
-import ase.io
 import pytest
 import torch
 
