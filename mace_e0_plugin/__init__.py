@@ -12,6 +12,8 @@ _LAZY = {
     "E0InputError": "mace_e0_plugin.errors",
     "estimate_e0s": "mace_e0_plugin.estimate",
     "check_e0s": "mace_e0_plugin.check",
+    "reestimate_e0s": "mace_e0_plugin.api",
+    "E0Result": "mace_e0_plugin.result",
 }
 
 __all__ = ["__version__", *_LAZY]
