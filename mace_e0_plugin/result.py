@@ -128,10 +128,17 @@ class E0Result:
 
 
 def _show_inline_in_notebooks() -> None:
-    """A bare Figure shows inline once IPython's inline backend has registered its display
-    formatter, which importing pyplot does there. Outside IPython nothing is imported or chosen."""
-    import sys
+    """A bare Figure shows inline once matplotlib-inline has hooked its display into IPython, which
+    it does when its backend module is imported: pyplot does that on first use, and so do we here,
+    where the caller's backend is the inline one (Jupyter's default). Nothing else is chosen."""
+    import matplotlib
 
-    shell = sys.modules.get("IPython")
-    if shell is not None and getattr(shell, "get_ipython", lambda: None)() is not None:
-        import matplotlib.pyplot  # noqa: F401  (the shell's own backend, inline in Jupyter)
+    backend = dict.__getitem__(matplotlib.rcParams, "backend")  # as set: reading it never resolves it
+    if backend in INLINE_BACKENDS:
+        try:
+            import matplotlib_inline.backend_inline  # noqa: F401
+        except ImportError:
+            pass
+
+
+INLINE_BACKENDS = ("inline", "module://matplotlib_inline.backend_inline")

@@ -226,3 +226,29 @@ def test_caco3_water_keeps_the_foundation_e0s_along_the_null_space():
     assert value == pytest.approx(composition @ new, abs=1e-8)
     assert value == pytest.approx(composition @ minimum_norm, abs=1e-6)  # same along what the data fix
     assert abs(minimum_norm[0] - prior[0]) > 50  # and hundreds of eV apart elsewhere
+
+
+INLINE_PROBE = """
+import os
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # what a Jupyter kernel sets
+from IPython.testing.globalipapp import start_ipython
+shell = start_ipython()
+from matplotlib.figure import Figure
+from mace_e0_plugin.result import _show_inline_in_notebooks
+png = shell.display_formatter.formatters["image/png"]
+before = Figure in png.type_printers
+_show_inline_in_notebooks()
+print(before, Figure in png.type_printers)
+"""
+
+
+def test_in_a_jupyter_like_shell_the_figure_gets_a_png_display(tmp_path):
+    """A bare Figure returned by .plot() shows inline only once IPython has a PNG printer for
+    Figure; matplotlib-inline registers it when its backend loads, which .plot() makes happen."""
+    pytest.importorskip("IPython")
+    pytest.importorskip("matplotlib_inline")
+    from conftest import PYTHON, run_command
+
+    result = run_command([PYTHON, "-c", INLINE_PROBE], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
