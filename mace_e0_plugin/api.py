@@ -6,10 +6,13 @@ defaults, same numbers), taking Python objects as well as files.
 """
 
 import os
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from .errors import E0InputError
 from .result import E0Result  # no torch: the module stays cheap to import until it is called
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_BATCH_SIZE = 32  # as mace-e0 estimate --batch-size
 DTYPES = ("float32", "float64")

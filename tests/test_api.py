@@ -1,11 +1,9 @@
 """reestimate_e0s, the Python door: the numbers of mace-e0 estimate from files, Atoms and calculators;
 priors from Python objects; the result's table, report entry, figure and apply; inputs left alone."""
 
-import copy
 import json
 
 import ase.io
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -111,7 +109,10 @@ def test_a_mace_calculator_gives_the_numbers_of_its_module_and_emt_a_clear_error
     from_module = reestimate_e0s(foundation.model, configs, "REF_energy", progress=False)
     calculator = MACECalculator(model_paths=str(foundation.path), device="cpu", default_dtype="float64")
     from_calculator = reestimate_e0s(calculator, configs, "REF_energy", progress=False)
+    from_path = reestimate_e0s(foundation.path, configs, "REF_energy", progress=False)
     assert_same_numbers(from_calculator, from_module.to_dict())
+    assert_same_numbers(from_path, from_module.to_dict())
+    assert min(from_module.standard_errors.values()) > 1e-4  # noisy: a comparison of real numbers
 
     with pytest.raises(E0InputError) as error:
         reestimate_e0s(EMT(), configs, "REF_energy")
