@@ -13,6 +13,8 @@ _LAZY = {
     "estimate_e0s": "mace_e0_plugin.estimate",
     "check_e0s": "mace_e0_plugin.check",
     "diagnose_e0s": "mace_e0_plugin.diagnose",
+    "reestimate_e0s": "mace_e0_plugin.api",
+    "E0Result": "mace_e0_plugin.result",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -11,16 +11,29 @@ from .linear_system import E0Solution
 from .schema import format_combination
 
 SAMPLE_SIZE = 20_000  # configs per head kept for the histograms: a fixed cost however large the data
+DPI = 110  # 1210 x 880 pixels: the four panels stay legible in a report or a README
 
 
 def plot_solution(path: str, head: str, solution: E0Solution, sample: Optional[ResidualSample]) -> str:
-    """Errors per atom before and after, corrections with standard errors, and the rank."""
-    import matplotlib
+    """Write ``build_figure``'s figure to ``path`` (PNG), whole or not at all."""
+    return save_figure(path, build_figure(head, solution, sample))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 2, figsize=(11, 8))
+def save_figure(path: str, figure) -> str:
+    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=DPI))
+    return path
+
+
+def build_figure(head: str, solution: E0Solution, sample: Optional[ResidualSample]):
+    """Errors per atom before and after, corrections with standard errors, and the rank.
+
+    A bare ``matplotlib.figure.Figure``, not a pyplot one: it needs no GUI backend (so none is
+    forced on the caller, and a notebook still shows it inline) and is freed with its last reference.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 8))
+    axes = figure.subplots(2, 2)
     figure.suptitle(f"E0 re-estimation, head '{head}' ({solution.n_configs} configs, "
                     f"{solution.weighting} weighting)", fontsize=13)
 
@@ -44,20 +57,7 @@ def plot_solution(path: str, head: str, solution: E0Solution, sample: Optional[R
             axis.text(0.5, 0.5, "no per-config sample kept", ha="center", va="center")
             axis.set_axis_off()
 
-    present = [i for i, p in enumerate(solution.present) if p]
-    symbols = [chemical_symbols[solution.atomic_numbers[i]] for i in present]
-    values = correction[present]
-    errors = np.array([solution.standard_errors[i] for i in present], dtype=float)
-    determined = [solution.determined[i] for i in present]
-    axis = axes[1, 0]
-    bars = axis.bar(symbols, values, yerr=np.where(np.isfinite(errors), errors, 0.0), capsize=4,
-                    color=["tab:blue" if d else "lightgray" for d in determined])
-    for bar, is_determined in zip(bars, determined):
-        if not is_determined:
-            bar.set_hatch("//")
-    axis.axhline(0.0, color="black", linewidth=0.8)
-    axis.set_ylabel("correction to E0 / eV")
-    axis.set_title("corrections (± standard error; hatched: set by the prior)")
+    draw_corrections(axes[1, 0], solution)
 
     axis = axes[1, 1]
     axis.set_axis_off()
@@ -76,6 +76,22 @@ def plot_solution(path: str, head: str, solution: E0Solution, sample: Optional[R
               bbox=dict(boxstyle="round", facecolor="white", edgecolor=colour))
 
     figure.tight_layout()
-    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
-    plt.close(figure)
-    return path
+    return figure
+
+
+def draw_corrections(axis, solution: E0Solution) -> None:
+    """The panel that says most alone: each element's correction, ± its standard error; hatched
+    grey where the prior, not the data, set it."""
+    present = [i for i, p in enumerate(solution.present) if p]
+    symbols = [chemical_symbols[solution.atomic_numbers[i]] for i in present]
+    values = np.array(solution.corrections)[present]
+    errors = np.array([solution.standard_errors[i] for i in present], dtype=float)
+    determined = [solution.determined[i] for i in present]
+    bars = axis.bar(symbols, values, yerr=np.where(np.isfinite(errors), errors, 0.0), capsize=4,
+                    color=["tab:blue" if d else "lightgray" for d in determined])
+    for bar, is_determined in zip(bars, determined):
+        if not is_determined:
+            bar.set_hatch("//")
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    axis.set_ylabel("correction to E0 / eV")
+    axis.set_title("corrections (± standard error; hatched: set by the prior)")
