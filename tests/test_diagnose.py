@@ -97,10 +97,14 @@ def test_cli_recovers_planted_e0_errors_and_force_scale(foundation, case, capsys
 def test_python_function_takes_modules_and_atoms_and_restores_the_dtype(foundation, case):
     _, colleague, scaled, _, n_oxygen = case
     before = read_e0s(colleague, 0)
-    assert torch.get_default_dtype() == torch.float32
-    result = diagnose_e0s(colleague, scaled, energy_key="REF_energy", forces_key="REF_forces",
-                          isolated_atoms=synthetic.isolated_atoms(synthetic.LEVEL_B))
-    assert torch.get_default_dtype() == torch.float32 and read_e0s(colleague, 0) == before
+    previous = torch.get_default_dtype()  # other tests (mace-e0 in this process) may have changed it
+    torch.set_default_dtype(torch.float32)
+    try:
+        result = diagnose_e0s(colleague, scaled, energy_key="REF_energy", forces_key="REF_forces",
+                              isolated_atoms=synthetic.isolated_atoms(synthetic.LEVEL_B))
+        assert torch.get_default_dtype() == torch.float32 and read_e0s(colleague, 0) == before
+    finally:
+        torch.set_default_dtype(previous)
     head = result["heads"]["Default"]
     assert_recovers_the_planted_faults(head, n_oxygen)
     assert {z: e["isolated_atom_energy"] for z, e in head["elements"].items()} == {
