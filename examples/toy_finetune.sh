@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Example fine-tune with --E0s=linear_system, on CPU, with nothing downloaded (a few minutes).
+# Example fine-tune with --E0s=linear_system, on CPU, with nothing downloaded (about 10 minutes on 2 cores).
 #   1. make toy data at two levels of theory (level B shifts every element's E0),
 #   2. train a small foundation model on level A with plain mace_run_train,
 #   3. fine-tune it to level B with --E0s=linear_system,
