@@ -1,4 +1,5 @@
-"""Reports: the table logged after an estimate, and the JSON file (I/O only, no math)."""
+"""Reports: the table logged after an estimate, the E0s file's content and the report's path (I/O only,
+no math; files are written by pipeline.write_outputs)."""
 
 import math
 import os
@@ -7,7 +8,6 @@ from typing import Dict, Optional
 from ase.data import chemical_symbols
 
 from .estimate import Estimate
-from .files import write_json
 from .linear_system import E0Solution
 from .schema import format_combination
 
@@ -67,10 +67,6 @@ def format_estimate(estimate: Estimate) -> str:
         parts.append(f"E0 estimate took {timing.get('inference_s', 0.0):.2f} s of inference and "
                      f"{timing.get('solve_s', 0.0) * 1e3:.1f} ms of solving")
     return "\n".join(parts)
-
-
-def write_report(path: str, estimate: Estimate) -> str:
-    return write_json(path, estimate.to_dict())
 
 
 def e0s_mapping(solution: E0Solution) -> Dict[str, float]:
