@@ -23,8 +23,8 @@ from .datasets import LoadedData, graphs_from_atoms, load_data, read_model
 from .errors import E0InputError
 from .estimate import Estimate, HeadRequest
 from .models import model_atomic_numbers, model_heads, read_e0s
-from .priors import (E0S_FILE, FOUNDATION, ISOLATED_ATOMS, atomic_number, check_prior_source, choose_prior,
-                     isolated_atoms_prior, prior_vector, read_prior_file)
+from .priors import (E0S_FILE, FOUNDATION, ISOLATED_ATOMS, choose_prior, e0s_from_mapping, isolated_atoms_prior,
+                     prior_vector, read_prior_file)
 
 log = logging.getLogger("mace_e0_plugin")
 
@@ -105,19 +105,9 @@ def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior
         return Prior(prior)
     if isinstance(prior, (str, os.PathLike)):
         source = str(prior)
-        check_prior_source(source, option)
         return Prior(source, read_prior_file(source, energy_key, option))
     if isinstance(prior, Mapping):
-        e0s = {}
-        for key, value in prior.items():
-            z = atomic_number(key)
-            if z is None:
-                raise E0InputError(f"{option}: {key!r} is not an element; key the E0s by Z or symbol.")
-            try:
-                e0s[z] = float(value)
-            except (TypeError, ValueError):
-                raise E0InputError(f"{option}: the E0 of {key!r} is {value!r}; give a number in eV.") from None
-        return Prior(PYTHON_E0S, e0s, E0S_FILE)
+        return Prior(PYTHON_E0S, e0s_from_mapping(prior, option), E0S_FILE)
     from ase import Atoms
 
     if isinstance(prior, Sequence) and prior and all(isinstance(a, Atoms) for a in prior):

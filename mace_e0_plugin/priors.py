@@ -11,6 +11,7 @@ Elements the prior lacks fall back to the foundation's E0s.
 
 import json
 import math
+import numbers
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -50,14 +51,21 @@ def read_e0s_json(path: str, option: str) -> Dict[int, float]:
         raise E0InputError(f"{option}={path}: not valid JSON ({error}); {_HOW}.") from None
     if not isinstance(content, dict) or not content:
         raise E0InputError(f"{option}={path}: expected a non-empty JSON object {{Z: eV}}; {_HOW}.")
+    return e0s_from_mapping(content, f"{option}={path}")
+
+
+def e0s_from_mapping(content, where: str) -> Dict[int, float]:
+    """{Z or symbol: eV} (a JSON object, or a dict from Python) as {Z: eV}; ``where`` names it in errors."""
+    if not content:
+        raise E0InputError(f"{where}: empty; give at least one element's E0 in eV.")
     prior = {}
     for key, value in content.items():
         z = atomic_number(key)
         if z is None:
-            raise E0InputError(f"{option}={path}: key {key!r} is neither an atomic number nor a "
-                               "chemical symbol; use keys like \"1\" or \"H\".")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise E0InputError(f"{option}={path}: the E0 of {key!r} is {value!r}; every value must be "
+            raise E0InputError(f"{where}: {key!r} is not an element: key the E0s by atomic number or chemical "
+                               "symbol, like \"1\" or \"H\".")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise E0InputError(f"{where}: the E0 of {key!r} is {value!r}; every value must be "
                                "a finite number in eV.")
         prior[z] = float(value)
     return prior

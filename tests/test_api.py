@@ -126,6 +126,8 @@ def test_a_mace_calculator_gives_the_numbers_of_its_module_and_emt_a_clear_error
     ("batch_size", 0, "batch_size=0: must be a positive integer"),
     ("weighting", "rms", "weighting='rms'; use 'per_atom' or 'total'"),
     ("prior", {"Xx": -1.0}, "prior: 'Xx' is not an element"),
+    ("prior", {"H": float("nan")}, "prior: the E0 of 'H' is nan; every value must be a finite number"),
+    ("prior", {}, "prior: empty"),
     ("dtype", "float16", "dtype='float16': use 'float32' or 'float64'"),
     ("head", "mp2", "head=mp2: the model has no such head"),
 ])
