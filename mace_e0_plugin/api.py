@@ -6,13 +6,10 @@ defaults, same numbers), taking Python objects as well as files.
 """
 
 import os
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 from .errors import E0InputError
 from .result import E0Result  # no torch: the module stays cheap to import until it is called
-
-if TYPE_CHECKING:
-    import torch
 
 DEFAULT_BATCH_SIZE = 32  # as mace-e0 estimate --batch-size
 DTYPES = ("float32", "float64")
@@ -46,11 +43,11 @@ def reestimate_e0s(model, configs, energy_key: Optional[str] = None, *, prior=No
     _check_options(batch_size, max_configs, se_tolerance, dtype)
     prior_spec = prior_from(prior, energy_key, "prior")
     configs = _as_list(configs)
-    device = _device(model, device)
     # Graphs in float64, so that reference energies keep every digit (as mace-e0 estimate); the model
     # runs in its own dtype, or ``dtype``. The caller's default dtype is restored afterwards.
     with default_dtype(torch.float64):
         module = model_from(model, device, dtype)
+        device = next(module.parameters()).device
         heads = model_heads(module)
         name = heads[select_head(heads, head, "head")]
         data = data_from(configs, module, name, energy_key)
@@ -81,17 +78,3 @@ def _as_list(configs) -> Sequence:
     if isinstance(configs, (Atoms, str, os.PathLike)):
         return [configs]
     return list(configs)
-
-
-def _device(model, device) -> Union[str, "torch.device"]:
-    """``device``, else the device the module (or calculator's module) is on, else cuda if available."""
-    import torch
-
-    if device is not None:
-        return device
-    if isinstance(model, (str, os.PathLike)):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    module = model.models[0] if isinstance(getattr(model, "models", None), (list, tuple)) and model.models else model
-    parameters = getattr(module, "parameters", None)
-    first = next(parameters(), None) if callable(parameters) else None
-    return first.device if first is not None else "cpu"

@@ -312,9 +312,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for noise in ("Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "The TorchScript type system"):
         warnings.filterwarnings("ignore", message=noise)  # mace's and e3nn's, not the user's concern
     if getattr(args, "device", "cpu") is None:
-        import torch
+        from .pipeline import default_device
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = default_device()
     try:
         return args.run(args)
     except E0InputError as error:

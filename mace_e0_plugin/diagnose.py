@@ -83,7 +83,7 @@ def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str
     torch.set_default_dtype(torch.float64)
     try:
         module = model_from(model, device, dtype)
-        device = torch.device(device) if device is not None else next(module.parameters()).device
+        device = next(module.parameters()).device
         heads = model_heads(module)
         index = select_head(heads, head, "--head" if option.startswith("--") else "head")
         name = heads[index]

@@ -33,14 +33,21 @@ PYTHON_ATOMS = "isolated ase.Atoms"  # ... and one given as a list of isolated a
 
 
 # -- inputs ---------------------------------------------------------------------------------------
+def default_device() -> str:
+    """Where a model read from a file runs unless told otherwise."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def model_from(model, device: Union[str, torch.device, None] = None,
                dtype: Union[str, torch.dtype, None] = None) -> torch.nn.Module:
     """The MACE module behind ``model`` (a path, a module, or a MACECalculator such as
-    ``mace_mp()`` returns), on ``device`` and in ``dtype`` when given. A module passed in is used
-    as it is when neither is given; it is never changed in place otherwise (a moved copy is)."""
+    ``mace_mp()`` returns), on ``device`` and in ``dtype`` when given; by default a module stays
+    where it is, and a model read from a file goes to ``default_device()``. A module passed in is
+    never changed in place (a moved copy is)."""
     owned = isinstance(model, (str, os.PathLike))  # read here: ours to move in place
     if owned:
         module = read_model(str(model))
+        device = device if device is not None else default_device()
     elif isinstance(model, torch.nn.Module):
         module = model
     elif hasattr(model, "models") and isinstance(getattr(model, "models"), (list, tuple)):
