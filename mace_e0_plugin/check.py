@@ -15,7 +15,7 @@ from .errors import E0InputError
 from .linear_system import determined_span, split_compositions
 from .schema import format_combination
 from .models import model_atomic_numbers, model_heads, select_head
-from .priors import ISOLATED_ATOMS
+from .priors import FOUNDATION, ISOLATED_ATOMS
 from .provenance import read_provenance
 
 OUTSIDE_TOLERANCE = 1e-6  # atoms: below this an outside part is rounding
@@ -76,7 +76,7 @@ def format_check(result: Dict[str, object]) -> str:
                      f"element combinations its E0s were fitted on ({where})")
         if entry["n_outside"]:
             trust = ("isolated atoms" if entry["prior_is_isolated_atoms"]
-                     else "not isolated atoms: only " + ("the foundation's E0s" if prior.get("kind") == "foundation"
+                     else "not isolated atoms: only " + ("the foundation's E0s" if prior.get("kind") == FOUNDATION
                                                          else "E0s of unknown origin"))
             lines.append(f"  their energies rest on the prior, {prior.get('source')} ({trust}); e.g.")
             for example in entry["examples"]:
