@@ -18,7 +18,7 @@ from _common import quiet, record, shared
 
 import mace  # noqa: F401  (before e3nn)
 
-from mace_e0_plugin.cli import main as mace_e0
+from mace_e0_plugin.doors import main as mace_e0
 
 CASES = [  # model, data, energy key, prior, --dtype of the fast run (None: the model's own)
     ("mace_tutorial_cho_xtb_swa.model", ("solvent-xtb", "solvent_train.xyz"), "REF_energy", None, None),

@@ -21,12 +21,10 @@ import mace  # noqa: F401  (before e3nn)
 import ase.io
 import torch
 
-from mace_e0_plugin.cli import main as mace_e0
-from mace_e0_plugin.collect import evaluation_mode, make_loader
-from mace_e0_plugin.datasets import load_data, read_model
-from mace_e0_plugin.estimate import HeadRequest, estimate_e0s
-from mace_e0_plugin.linear_system import E0LinearSystem
-from mace_e0_plugin.models import model_atomic_numbers, read_e0s
+from mace_e0_plugin.doors import main as mace_e0
+from mace_e0_plugin.glue import (HeadRequest, estimate_e0s, evaluation_mode, load_data, make_loader,
+                                 model_atomic_numbers, read_e0s, read_model)
+from mace_e0_plugin.math import E0LinearSystem
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ import numpy as np
 
 from _common import HERE, record, shared
 
-from mace_e0_plugin.refit import DEFAULT_MODE
+from mace_e0_plugin.glue import DEFAULT_MODE
 
 MODES = ("none", "epoch", "final", "epoch+final")
 FORCE_TOLERANCE = 0.02  # the goal: the default's force RMSE within 2% of none's

@@ -14,7 +14,7 @@ from _common import record
 import numpy as np
 import torch
 
-from mace_e0_plugin.linear_system import E0LinearSystem
+from mace_e0_plugin.math import E0LinearSystem
 
 
 def fill(system: E0LinearSystem, n_configs: int, atoms_per_config: int, rng: np.random.Generator) -> float:

@@ -20,7 +20,7 @@ import mace  # noqa: F401  (before e3nn)
 import ase.io
 import torch
 
-from mace_e0_plugin.cli import main as mace_e0
+from mace_e0_plugin.doors import main as mace_e0
 
 DEFAULT_MODEL = "mace01_cho_xtb.model"
 

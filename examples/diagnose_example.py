@@ -21,9 +21,9 @@ import ase.io
 import numpy as np
 import torch
 
-from mace_e0_plugin import synthetic
-from mace_e0_plugin.cli import main as mace_e0
-from mace_e0_plugin.models import model_atomic_numbers, read_e0s, write_e0s
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.doors import main as mace_e0
+from mace_e0_plugin.glue import model_atomic_numbers, read_e0s, write_e0s
 
 E0_ERRORS = {1: 0.15, 8: -0.4}  # eV added to the colleague's E0s of H and O
 FORCE_FACTOR = 1.1  # oxygen's reference forces, times this

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ase.io
 
-from mace_e0_plugin import synthetic
+from mace_e0_plugin import testing as synthetic
 
 
 def main(folder: Path) -> None:

@@ -1,20 +1,25 @@
 """Re-estimate MACE atomic reference energies (E0s) for fine-tuning: ``--E0s=linear_system``.
 
 Importing this package is cheap on purpose: the start-up hook (``_bootstrap``) imports it in every
-Python process, so torch, numpy and mace are only imported by the submodules that need them.
+Python process, so torch, numpy and mace are only imported by the layers that need them, when a
+name below is first used.
+
+Layers, lowest first (each imports only those below it): ``math`` (pure), ``glue`` (MACE),
+``io`` (priors, the report, files, figures, tables), then the doors: ``doors`` (mace-e0, the
+Python API, check, diagnose) and ``training`` (mace_run_train). ``testing`` builds toy data.
 """
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "E0LinearSystem": "mace_e0_plugin.linear_system",
-    "E0Solution": "mace_e0_plugin.linear_system",
+    "E0LinearSystem": "mace_e0_plugin.math",
+    "E0Solution": "mace_e0_plugin.math",
     "E0InputError": "mace_e0_plugin.errors",
-    "estimate_e0s": "mace_e0_plugin.estimate",
-    "check_e0s": "mace_e0_plugin.check",
-    "diagnose_e0s": "mace_e0_plugin.diagnose",
-    "reestimate_e0s": "mace_e0_plugin.api",
-    "E0Result": "mace_e0_plugin.result",
+    "estimate_e0s": "mace_e0_plugin.glue",
+    "check_e0s": "mace_e0_plugin.doors",
+    "diagnose_e0s": "mace_e0_plugin.doors",
+    "reestimate_e0s": "mace_e0_plugin.doors",
+    "E0Result": "mace_e0_plugin.doors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -11,7 +11,7 @@ Set ``MACE_E0_PLUGIN=0`` (or false/no/off) to turn the plugin off.
 
 import sys
 
-from mace_e0_plugin.switch import is_disabled
+from mace_e0_plugin._switch import is_disabled
 
 TRIGGER_MODULE = "mace.cli.run_train"
 

@@ -11,9 +11,10 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from conftest import SHIFTS, planted_configs, shared_path, write_xyz
-from mace_e0_plugin import E0InputError, reestimate_e0s, synthetic
-from mace_e0_plugin.cli import main
-from mace_e0_plugin.provenance import read_provenance
+from mace_e0_plugin import E0InputError, reestimate_e0s
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.doors import main
+from mace_e0_plugin.glue import read_provenance
 
 NOISE_EV = 0.05  # per config: makes the standard errors non-zero, so that comparing them means something
 WATER = {1: 2, 8: 1}  # every config water: rank 1 of 2, the null space is along H - 2 O
@@ -124,18 +125,32 @@ def test_a_mace_calculator_gives_the_numbers_of_its_module_and_emt_a_clear_error
 @pytest.mark.parametrize("argument, value, says", [
     ("configs", [], "configs: empty"),
     ("batch_size", 0, "batch_size=0: must be a positive integer"),
-    ("weighting", "rms", "weighting='rms'; use 'per_atom' or 'total'"),
+    ("weighting", "rms", "weighting='rms': use one of per_atom, total"),
     ("prior", {"Xx": -1.0}, "prior: 'Xx' is not an element"),
     ("prior", {"H": float("nan")}, "prior: the E0 of 'H' is nan; every value must be a finite number"),
     ("prior", {}, "prior: empty"),
-    ("dtype", "float16", "dtype='float16': use 'float32' or 'float64'"),
-    ("head", "mp2", "head=mp2: the model has no such head"),
+    ("dtype", "float16", "dtype='float16': use float32 or float64"),
+    ("head", "mp2", "head='mp2': the model has no such head"),
+    ("energy_key", "DFT_energy", "DATA"),
 ])
 def test_bad_arguments_get_one_line_naming_the_argument(foundation, planted_train, argument, value, says):
-    arguments = {"configs": [planted_train], argument: value}
+    arguments = {"configs": [planted_train], "energy_key": "REF_energy", argument: value}
     with pytest.raises(E0InputError) as error:
-        reestimate_e0s(foundation.model, energy_key="REF_energy", progress=False, **arguments)
+        reestimate_e0s(foundation.model, progress=False, **arguments)
     assert error.value.message.startswith(says) and "\n" not in error.value.message
+    assert "--" not in error.value.message  # options as Python spells them, not as a command line does
+
+
+def test_a_notebook_loop_gets_past_a_bad_dataset_with_except_value_error(foundation, planted_train):
+    results, failures = {}, {}
+    for name, key in (("wrong key", "DFT_energy"), ("good", "REF_energy")):
+        try:
+            results[name] = reestimate_e0s(foundation.model, [planted_train], energy_key=key, progress=False)
+        except ValueError as error:
+            failures[name] = str(error)
+    assert list(results) == ["good"] and list(failures) == ["wrong key"]
+    assert "energy_key='DFT_energy'" in failures["wrong key"]
+    assert results["good"].solution.n_configs == 40
 
 
 def test_along_the_null_space_the_e0s_are_the_prior_given_as_a_dict_or_isolated_atoms(foundation):
@@ -237,7 +252,7 @@ os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # what a
 from IPython.testing.globalipapp import start_ipython
 shell = start_ipython()
 from matplotlib.figure import Figure
-from mace_e0_plugin.result import _show_inline_in_notebooks
+from mace_e0_plugin.doors._result import _show_inline_in_notebooks
 png = shell.display_formatter.formatters["image/png"]
 before = Figure in png.type_printers
 _show_inline_in_notebooks()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (PYTHON, SHIFTS, mace_train, planted_configs, run_command, saved_e0s,
+from conftest import (PYTHON, SHIFTS, add_noise, closed_form_e0s, mace_train, planted_configs, run_command, saved_e0s,
                       shared_path, write_xyz)
-from mace_e0_plugin import synthetic
-from mace_e0_plugin.cli import main
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.doors import main
 
 
 def cli(capsys, *argv):
@@ -64,6 +64,20 @@ def test_graphs_built_in_dataloader_workers_give_the_same_e0s(foundation, plante
         reports.append(json.loads(output.read_text())["heads"]["Default"])
     assert reports[0]["n_configs"] == reports[1]["n_configs"] == 40
     assert reports[1]["E0s"] == pytest.approx(reports[0]["E0s"], abs=1e-10)
+
+
+@pytest.mark.parametrize("weighting", ["per_atom", "total"])
+def test_each_weighting_is_its_own_closed_form_where_they_differ(foundation, tmp_path, capsys, weighting):
+    configs = add_noise(planted_configs(foundation, 30, seed=41), seed=42)  # noisy, of 4 to 12 atoms
+    data = write_xyz(tmp_path / "data.xyz", configs)
+    report = tmp_path / "report.json"
+    assert cli(capsys, "estimate", foundation.path, data, "--energy-key", "REF_energy", "--weighting", weighting,
+               "--output", report)[0] == 0
+    head = json.loads(report.read_text())["heads"]["Default"]
+    own, other = (closed_form_e0s(foundation.model, configs, w)
+                  for w in (weighting, {"per_atom": "total", "total": "per_atom"}[weighting]))
+    assert head["E0s"] == pytest.approx({str(z): e for z, e in own.items()}, abs=1e-8)
+    assert max(abs(own[z] - other[z]) for z in own) > 1e-3  # the two weightings really differ here
 
 
 def test_total_weighting_and_a_prior_file(foundation, tmp_path, capsys):

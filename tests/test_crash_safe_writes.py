@@ -9,9 +9,9 @@ import tempfile
 
 import pytest
 
-from mace_e0_plugin.cli import main
+from mace_e0_plugin.doors import main
 from mace_e0_plugin.errors import E0InputError
-from mace_e0_plugin.files import write_atomically, write_json
+from mace_e0_plugin.io import write_atomically, write_json
 
 REAL_TEMPORARY_FILE = tempfile.NamedTemporaryFile
 

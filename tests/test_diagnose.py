@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from conftest import write_xyz
-from mace_e0_plugin import diagnose_e0s, synthetic
-from mace_e0_plugin.cli import EXIT_FLAGGED, main
-from mace_e0_plugin.force_slopes import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, ForceSlopeStatistics,
+from mace_e0_plugin import diagnose_e0s
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.doors import EXIT_FLAGGED, main
+from mace_e0_plugin.math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, ForceSlopeStatistics,
                                          energy_is_off, energy_z, force_slope, slope_is_off)
-from mace_e0_plugin.models import read_e0s, write_e0s
+from mace_e0_plugin.glue import read_e0s, write_e0s
 
 E0_ERRORS = {1: 0.15, 6: 0.0, 8: -0.4}  # eV added to the E0s of the "colleague's" copy
 FORCE_FACTOR = 1.1  # oxygen's reference forces, times this

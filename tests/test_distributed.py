@@ -1,5 +1,6 @@
 """torch.distributed (gloo, CPU): every rank collects its shard, the statistics are combined with
-one all-reduce, and all ranks write the same E0s, equal to the single-process ones."""
+one all-reduce, and all ranks write the same E0s, equal to the single-process ones. The data are
+noisy, so a rank that fitted its own shard alone would give other E0s."""
 
 import argparse
 import json
@@ -10,10 +11,11 @@ import torch.multiprocessing as mp
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import ConcatDataset
 
-from conftest import SHIFTS
-from mace_e0_plugin import lifecycle, synthetic
-from mace_e0_plugin.estimate import HeadRequest, estimate_e0s
-from mace_e0_plugin.models import model_atomic_numbers, model_heads, read_e0s
+from conftest import SHIFTS, add_noise
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.adapters import DOOR
+from mace_e0_plugin.glue import (CHECK_EVERY, HeadRequest, estimate_e0s, model_atomic_numbers, model_heads, read_e0s,
+                                 shard)
 
 N_CONFIGS = 37  # uneven over 2 and 3 ranks
 
@@ -78,6 +80,7 @@ def shared_setup(tmp_path_factory):
     replay = synthetic.label(synthetic.random_configs(11, seed=1), synthetic.LEVEL_A)
     tuned = synthetic.label(synthetic.random_configs(N_CONFIGS, seed=2), synthetic.LEVEL_B)
     synthetic.PlantedShift(SHIFTS).apply(model, tuned, head="Default")
+    add_noise(tuned, seed=9)
     ase.io.write(folder / "replay.xyz", replay)
     ase.io.write(folder / "tuned.xyz", tuned)
     torch.save(model, folder / "foundation.model")
@@ -96,8 +99,12 @@ def test_sharded_collection_equals_one_process(shared_setup, world_size):
     assert all(r["e0s"] == results[0]["e0s"] for r in results)  # bit-identical on every rank
     assert all(r["n_configs"] == N_CONFIGS for r in results)  # each config counted exactly once
     assert results[0]["e0s"] == pytest.approx(single.e0s, abs=1e-8)
+    # The test has power: one shard alone gives other E0s on these data.
+    alone = estimate_e0s(model, [request(model, shard(tuned, 0, world_size))], "cpu", batch_size=5,
+                         progress=False).solutions["Default"]
+    assert max(abs(a - b) for a, b in zip(alone.e0s, single.e0s)) > 1e-4
     expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
-    assert single.e0s == pytest.approx(expected, abs=1e-6)
+    assert single.e0s == pytest.approx(expected, abs=0.1)
 
 
 def _hook_worker(rank, world_size, folder):
@@ -119,11 +126,11 @@ def run_training_entry(model, replay, tuned, folder, rank, distributed):
         foundation_head="pt_head", energy_key="REF_energy", train_file=str(folder / "tuned.xyz"),
         E0s_prior=None, E0s_weighting="per_atom", results_dir=str(folder / f"results-{rank}"),
         name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False, E0s_refit="none")
-    lifecycle.configure(args)
+    DOOR.configure(args)
     loader = torch_geometric.dataloader.DataLoader(ConcatDataset([replay, tuned]), batch_size=6,
                                                    shuffle=True, drop_last=True)
     swa = argparse.Namespace(model=AveragedModel(model))
-    lifecycle.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
+    DOOR.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
                          distributed=distributed, rank=rank)
     torch.save({"model": model.atomic_energies_fn.atomic_energies.clone(),
                 "swa": swa.model.module.atomic_energies_fn.atomic_energies.clone()},
@@ -137,11 +144,13 @@ def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(share
     written = [torch.load(folder / f"hook-rank{rank}.pt") for rank in range(2)]
 
     foundation_row = [synthetic.LEVEL_A.e0s[z] for z in (1, 6, 8)]
-    expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
+    model = torch.load(folder / "foundation.model", weights_only=False)
+    _, _, tuned = setup_from(folder, model)
+    expected = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, progress=False).solutions["Default"].e0s
     for copies in written:
         for rows in copies.values():
             assert rows[0].tolist() == foundation_row  # pt_head untouched
-            assert rows[1].tolist() == pytest.approx(expected, abs=1e-6)
+            assert rows[1].tolist() == pytest.approx(expected, abs=1e-8)
     assert torch.equal(written[0]["model"], written[1]["model"])
     # Only rank 0 reports.
     report = json.loads((folder / "results-0" / "ft_E0s_linear_system.json").read_text())
@@ -150,13 +159,14 @@ def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(share
 
 
 def test_early_stop_on_uneven_shards_stops_every_rank_at_once(shared_setup):
-    # Exact data: standard errors are ~0 as soon as the fit has enough degrees of freedom, so every
-    # rank must agree to stop at the first common check (10 batches of 1 config on each of 2 ranks).
-    results = spawn(_estimate_worker, 2, shared_setup, 1e-6)
+    # A loose tolerance: every standard error is below it as soon as the fit has enough degrees of
+    # freedom, so every rank must agree to stop at the first common check (CHECK_EVERY batches of
+    # 1 config on each of 2 ranks), though the shards are uneven.
+    results = spawn(_estimate_worker, 2, shared_setup, 1.0)
     assert results[0] == results[1]
-    assert results[0]["n_configs"] == 20 < N_CONFIGS
+    assert results[0]["n_configs"] == 2 * CHECK_EVERY < N_CONFIGS
     expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
-    assert results[0]["e0s"] == pytest.approx(expected, abs=1e-6)
+    assert results[0]["e0s"] == pytest.approx(expected, abs=0.1)
 
 
 def test_torchrun_shards_the_mace_e0_command(shared_setup, tmp_path):

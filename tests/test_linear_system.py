@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mace_e0_plugin.linear_system import E0LinearSystem, row_space_combinations
-from mace_e0_plugin.schema import format_combination
+from mace_e0_plugin.math import E0LinearSystem, row_space_combinations
+from mace_e0_plugin.io import format_combination
 
 Z = [1, 6, 8]
 
@@ -138,7 +138,7 @@ def test_row_space_combinations_are_canonical_integers():
 
 
 def test_a_composition_splits_into_its_projection_on_the_determined_span_and_the_rest():
-    from mace_e0_plugin.linear_system import determined_span, split_compositions
+    from mace_e0_plugin.math import determined_span, split_compositions
 
     water = determined_span(Z, [1, 8], [[(2.0, 1), (1.0, 8)]])  # water only: rank 1 of 2
     counts = torch.tensor([[1, 0, 1], [3, 0, 1], [4, 0, 2], [4, 1, 0]])  # OH, H3O, (H2O)2, CH4
@@ -154,3 +154,36 @@ def test_a_composition_splits_into_its_projection_on_the_determined_span_and_the
     # Full rank over H and O (no combinations reported): only carbon is outside.
     inside, outside = split_compositions(counts, determined_span(Z, [1, 8], []))
     assert outside[:3].abs().max().item() == 0.0 and outside[3].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_a_trace_element_in_a_giant_set_is_determined_with_its_standard_error():
+    # 10^6 frames of 300 atoms, H and O in varying ratios, Cu in 3 frames: the unscaled Gram matrix
+    # has Cu's eigenvalue ~1e-11 of the largest, which a plain rank test drops; the equilibrated
+    # one keeps it, and Cu's standard error says how (un)certain it is.
+    rng = np.random.default_rng(7)
+    n_frames, size, batch = 1_000_000, 300, 200_000
+    shifts = np.array([-0.35, -0.8, 0.6])
+    system = E0LinearSystem([1, 8, 29])
+    for start in range(0, n_frames, batch):
+        hydrogen = rng.integers(150, 210, size=batch)
+        counts = np.stack([hydrogen, size - hydrogen, np.zeros(batch)], axis=1).astype(float)
+        if start == 0:
+            counts[:3, 2], counts[:3, 1] = 2.0, counts[:3, 1] - 2.0  # three frames with two Cu atoms
+        residuals = counts @ shifts + 0.003 * size * rng.standard_normal(batch)
+        system.update(torch.tensor(counts), torch.tensor(residuals), torch.ones(batch))
+    solution = system.solve([0.0] * 3, [0.0] * 3)
+    assert solution.rank == 3 and not solution.rank_deficient
+    errors = np.array(solution.standard_errors)
+    assert np.all(np.isfinite(errors)) and errors[2] > 100 * errors[0]  # Cu known far less well
+    assert np.all(np.abs(np.array(solution.corrections) - shifts) < 4 * errors)
+
+
+@pytest.mark.parametrize("counts, rank", [
+    (np.array([[196.0, 1.0, 101.0, 1.0]] * 40), 1),  # fixed stoichiometry (CaCO3-water)
+    (np.array([[6.0, 2.0, 1.0, 0.0], [4.0, 1.0, 1.0, 0.0]] * 20), 2),  # ethanol + methanol
+    (np.array([[2.0, 0.0, 1.0, 0.0]] * 30 + [[0.0, 0.0, 0.0, 1.0]] * 2), 2),  # water, a trace of Ca alone
+])
+def test_genuinely_collinear_elements_are_still_found(counts, rank):
+    residuals = counts @ np.array([-0.35, 1.25, -0.8, 0.3]) + 1e-3 * np.random.default_rng(1).standard_normal(len(counts))
+    solution = fill(E0LinearSystem([1, 6, 8, 20]), counts, residuals, np.ones(len(counts))).solve([0.0] * 4, [0.0] * 4)
+    assert solution.rank == rank

@@ -7,10 +7,10 @@ import ase.io
 import pytest
 import torch
 
-from mace_e0_plugin import synthetic
+from mace_e0_plugin import testing as synthetic
 from mace_e0_plugin.errors import E0InputError
-from mace_e0_plugin.models import read_e0s, select_head, write_e0s
-from mace_e0_plugin.priors import prior_vector, read_prior_file
+from mace_e0_plugin.glue import read_e0s, select_head, write_e0s
+from mace_e0_plugin.io import prior_vector, read_prior_file
 
 
 def test_json_prior_accepts_atomic_numbers_and_symbols(tmp_path):

@@ -11,8 +11,8 @@ import torch
 
 from conftest import SHIFTS, finetune_argv, mace_train, planted_configs, report, write_xyz
 from mace_e0_plugin import check_e0s
-from mace_e0_plugin.cli import EXIT_OUTSIDE, main
-from mace_e0_plugin.provenance import ATTRIBUTE, read_provenance
+from mace_e0_plugin.doors import EXIT_OUTSIDE, main
+from mace_e0_plugin.glue import ATTRIBUTE, read_provenance
 
 WATER = {1: 2, 8: 1}
 
@@ -131,7 +131,7 @@ def test_provenance_survives_mace_saving_loading_compiling_and_calculators(water
 
 
 def model_energy_with_foundation_e0s(direct, atoms, model):
-    from mace_e0_plugin import synthetic
+    from mace_e0_plugin import testing as synthetic
 
     new = dict(zip([1, 6, 8], model.atomic_energies_fn.atomic_energies[0].tolist()))
     return direct + sum(synthetic.LEVEL_A.e0s[z] - new[z] for z in atoms.numbers)

@@ -9,12 +9,11 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import ConcatDataset
 
-from conftest import SHIFTS, finetune_argv, mace_train, planted_configs, report, saved_e0s, write_xyz
-from mace_e0_plugin import synthetic
-from mace_e0_plugin.collect import element_counts
-from mace_e0_plugin.estimate import HeadRequest, estimate_e0s
-from mace_e0_plugin.models import read_e0s
-from mace_e0_plugin.refit import EPOCH, FINAL, Refitter
+from conftest import SHIFTS, add_noise, finetune_argv, mace_train, planted_configs, report, saved_e0s, write_xyz
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.glue import (EPOCH, FINAL, HeadRequest, Refitter, element_counts, estimate_e0s,
+                                 read_e0s)
+from mace_e0_plugin.io import save_torch
 from test_distributed import graphs
 
 N_TUNED, N_REPLAY = 23, 9
@@ -23,11 +22,12 @@ N_TUNED, N_REPLAY = 23, 9
 # -- the epoch refit, on its own ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def two_heads(tmp_path_factory):
-    """A pt_head + Default foundation, replay data at level A and planted Default data."""
+    """A pt_head + Default foundation, replay data at level A and planted, noisy Default data."""
     model = synthetic.build_foundation(synthetic.LEVEL_A.e0s, heads=("pt_head", "Default"), seed=5)
     replay = synthetic.label(synthetic.random_configs(N_REPLAY, seed=21), synthetic.LEVEL_A)
     tuned = synthetic.label(synthetic.random_configs(N_TUNED, seed=22), synthetic.LEVEL_B)
     synthetic.PlantedShift(SHIFTS).apply(model, tuned, head="Default")
+    add_noise(tuned, seed=23)  # so that a refit that missed a rank's batches would differ
     folder = tmp_path_factory.mktemp("refit")
     torch.save(model, folder / "foundation.model")
     ase.io.write(folder / "replay.xyz", replay)
@@ -142,7 +142,7 @@ def _refit_worker(rank, world_size, folder):
     model, replay, tuned = load_two_heads(folder)
     loss_fn = loss_module()
     refitter = Refitter([default_request(model, tuned)], {"Default": frozenset({EPOCH, FINAL})}, model, [model],
-                        "cpu", batch_size=4, distributed=world_size > 1, rank=rank)
+                        "cpu", batch_size=4, distributed=world_size > 1, rank=rank, save=save_torch)
     refitter.attach(loss_fn)
     refitter.epoch_start()
     # This rank's share; as many batches on each, as mace's loss all-reduces at every call under DDP.
@@ -187,7 +187,7 @@ def test_two_gloo_processes_refit_as_one(two_heads):
 # -- mace_run_train end to end --------------------------------------------------------------------
 def own_optimum(path, train_file, index=0, head="Default"):
     """The E0s a fresh estimate gives for a saved model's own weights on the training file."""
-    from mace_e0_plugin.datasets import load_data
+    from mace_e0_plugin.glue import load_data
 
     model = torch.load(path, map_location="cpu", weights_only=False)
     previous = torch.get_default_dtype()

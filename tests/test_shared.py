@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import mace_train, report, saved_e0s, shared_path, write_xyz
-from mace_e0_plugin import synthetic
-from mace_e0_plugin.models import model_atomic_numbers
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.glue import model_atomic_numbers
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 

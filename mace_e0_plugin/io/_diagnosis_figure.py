@@ -3,7 +3,7 @@ against composition, where an E0 mismatch shows as a line that is not flat."""
 
 import numpy as np
 
-from .files import write_atomically
+from ._files import write_atomically
 
 PANEL_SIZE = 3.4  # inches per force-parity panel
 

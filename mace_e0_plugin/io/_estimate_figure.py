@@ -1,16 +1,15 @@
-"""One figure per head that says at a glance what the E0 re-estimation did (I/O only)."""
+"""The estimate's figure, one per head: what the E0 re-estimation did, at a glance (I/O only)."""
 
 from typing import Optional
 
 import numpy as np
 from ase.data import chemical_symbols
 
-from .collect import ResidualSample
-from .files import write_atomically
-from .linear_system import E0Solution
-from .schema import format_combination
+from ..glue import ResidualSample
+from ..math import E0Solution
+from ._files import write_atomically
+from ._tables import format_combination
 
-SAMPLE_SIZE = 20_000  # configs per head kept for the histograms: a fixed cost however large the data
 DPI = 110  # 1210 x 880 pixels: the four panels stay legible in a report or a README
 
 

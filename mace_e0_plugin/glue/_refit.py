@@ -1,4 +1,4 @@
-"""``--E0s_refit``: keep the E0s optimal for the network while it trains (MACE training glue).
+"""``--E0s_refit``: keep the E0s optimal for the network while it trains (MACE glue).
 
 For a fixed network the energy loss is quadratic in the E0s, so their best values are the
 solution of the same linear system the first estimate solves, with the network's current
@@ -22,17 +22,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 import torch
 
-from .collect import element_counts
-from .errors import E0InputError
-from .estimate import Estimate, HeadRequest, broadcast_e0s, estimate_e0s
-from .files import save_torch
-from .linear_system import E0LinearSystem, E0Solution, all_reduce_
-from .models import model_atomic_numbers, read_e0s, read_state_e0s, state_e0_buffers, write_e0s, write_rows
-from .schema import solution_entry
+from ..errors import E0InputError
+from ..math import E0LinearSystem, E0Solution
+from ._distributed import all_reduce_, barrier, broadcast_e0s
+from ._estimate import Estimate, HeadRequest, estimate_e0s
+from ._forward import element_counts
+from ._models import model_atomic_numbers, read_e0s, read_state_e0s, state_e0_buffers, write_e0s, write_rows
 
 EPOCH, FINAL = "epoch", "final"
 MODES: Dict[str, FrozenSet[str]] = {
@@ -64,20 +63,11 @@ class Refit:
         """(|ΔE0| in eV, atomic number) of the element whose E0 moved most."""
         return max((abs(c), z) for c, z in zip(self.solution.corrections, self.solution.atomic_numbers))
 
-    def to_dict(self) -> Dict[str, object]:
-        change, z = self.largest_change
-        solution = solution_entry(self.solution)
-        return {"head": self.head, "kind": self.kind, "epoch": self.epoch, "checkpoint": self.checkpoint,
-                "E0s": solution["E0s"], "max_abs_change_eV": change, "max_change_element": z,
-                "rmse_per_atom_before_meV": solution["rmse_per_atom_before_meV"],
-                "rmse_per_atom_after_meV": solution["rmse_per_atom_after_meV"],
-                "n_configs": self.solution.n_configs, "seconds": self.seconds}
-
 
 class Refitter:
     """The refits of one ``tools.train`` call, for the heads that asked for any.
 
-    >>> refitter = Refitter(requests, modes, model, copies, device, ...)
+    >>> refitter = Refitter(requests, modes, model, copies, device, save=io.save_torch, ...)
     >>> refitter.attach(loss_fn, swa.loss_fn)      # before the first epoch
     >>> refitter.epoch_start(); ...; refitter.epoch_end(epoch)    # around each epoch's steps
     >>> refitter.final(checkpoint_handler.io, stage_two=swa is not None)
@@ -85,12 +75,14 @@ class Refitter:
     """
 
     def __init__(self, requests: Sequence[HeadRequest], modes: Dict[str, FrozenSet[str]],
-                 model: torch.nn.Module, copies: Sequence[torch.nn.Module], device,
-                 batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                 distributed: bool = False, rank: int = 0, one_pass_per_epoch: bool = True):
+                 model: torch.nn.Module, copies: Sequence[torch.nn.Module], device, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 distributed: bool = False, rank: int = 0, one_pass_per_epoch: bool = True,
+                 save: Optional[Callable[[str, object], str]] = None):
         self.epoch_requests = [r for r in requests if EPOCH in modes[r.name]]
         self.final_requests = [r for r in requests if FINAL in modes[r.name]]
         self.model, self.copies, self.device = model, list(copies), device
+        # The final refit's writer of checkpoints (the training door's, whole or not at all).
+        self.save = save
         self.loader = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.distributed, self.rank = distributed, rank
         # Statistics from the loss hold only where each config is seen once per epoch; LBFGS
@@ -204,9 +196,11 @@ class Refitter:
             index = next(r.index for r in self.final_requests if r.name == name)
             write_rows(state_e0_buffers(checkpoint["model"]), index, solution.e0s)
         if solutions and self.rank == 0:
-            save_torch(path, checkpoint)
+            if self.save is None:
+                raise ValueError("a final refit needs save=, the writer of checkpoints")
+            self.save(path, checkpoint)
         if self.distributed:
-            torch.distributed.barrier()  # no rank goes on to mace's reload before the file is whole
+            barrier()  # no rank goes on to mace's reload before the file is whole
         return self._record(solutions, FINAL, epoch, time.perf_counter() - started, os.path.basename(path))
 
     def _record(self, solutions: Dict[str, E0Solution], kind: str, epoch: Optional[int], seconds: float,
@@ -227,15 +221,3 @@ def latest_checkpoint(checkpoint_io, swa: bool):
         return None
     latest = max(mine, key=lambda info: info.epochs)
     return latest.path, latest.epochs
-
-
-def format_refit(refit: Refit) -> str:
-    """One log line: head, when, the largest |ΔE0| and the training energy RMSE before and after."""
-    from ase.data import chemical_symbols
-
-    change, z = refit.largest_change
-    when = (f"epoch {refit.epoch}" if refit.kind == EPOCH
-            else f"final, checkpoint {refit.checkpoint} (epoch {refit.epoch})")
-    return (f"E0 refit, head '{refit.head}', {when}: largest |dE0| {change:.6f} eV ({chemical_symbols[z]}), "
-            f"training E RMSE {refit.solution.rmse_per_atom_before_meV:.3f} -> "
-            f"{refit.solution.rmse_per_atom_after_meV:.3f} meV/atom ({refit.seconds:.2f} s)")

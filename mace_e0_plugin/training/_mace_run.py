@@ -4,15 +4,15 @@ head's share of the training set, and the checkpoints a restart resumes from."""
 import os
 from typing import Dict, List, Optional
 
-from .errors import E0InputError
+from ..errors import E0InputError
 
 
 def foundation_e0s(model, args) -> Dict[int, float]:
     """A foundation model's E0s by element: of ``--foundation_head`` if it has several heads."""
-    from .models import model_atomic_numbers, model_heads, read_e0s, select_head
+    from ..glue import model_atomic_numbers, model_heads, read_e0s, select_head
 
     heads = model_heads(model)
-    index = select_head(heads, args.foundation_head, "--foundation_head") if len(heads) > 1 else 0
+    index = select_head(heads, args.foundation_head) if len(heads) > 1 else 0
     return dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
 
 

@@ -1,4 +1,4 @@
-"""``mace-e0 diagnose``: are a model's E0s, or its forces, what the data ask for? (MACE glue)
+"""``mace-e0 diagnose`` and ``diagnose_e0s``: are a model's E0s, or its forces, what the data ask for?
 
 A tight energy parity plot with a force parity plot split into one offset cloud per element is
 the classic sign of mismatched E0s. This checks it three ways, per element:
@@ -9,7 +9,7 @@ the classic sign of mismatched E0s. This checks it three ways, per element:
 - forces: a second pass with gradients; the slope of predicted against reference components;
 - isolated atoms, when given: the model's E0 beside the isolated-atom energy.
 
-The math and the flag rules are in ``force_slopes``; the figure in ``plot_diagnosis``.
+The math and the flag rules are in ``math`` (force slopes); the table and figure in ``io``.
 """
 
 import math
@@ -18,17 +18,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
-from .collect import _inputs_in, default_dtype, evaluation_mode, make_loader
-from .errors import E0InputError
-from .force_slopes import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, ForceSlopeStatistics,
-                           combination_correction, energy_is_off, energy_z, slope_is_off)
-from .linear_system import E0Solution
-from .schema import format_combination
-
-FORCE_SAMPLE_ATOMS = 5_000  # atoms per element kept for the parity plot: a fixed cost however large the data
-ENERGY_SAMPLE_CONFIGS = 20_000  # configs kept for the residual-against-composition plot
+from ..errors import E0InputError
+from ..glue import FOUNDATION, default_dtype, force_statistics, make_loader, model_atomic_numbers, read_e0s
+from ..io import format_combination, prior_from
+from ..math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, E0Solution,
+                    ForceSlopeStatistics, combination_correction, energy_is_off, energy_z, slope_is_off)
+from ._options import DEFAULT_BATCH_SIZE
+from ._sequence import GRAPH_DTYPE, run_estimate
 
 
 @dataclass
@@ -47,61 +44,48 @@ class Diagnosis:
 
 
 def diagnose_e0s(model, configs, energy_key: Optional[str] = None, forces_key: Optional[str] = None,
-                 isolated_atoms=None, head: Optional[str] = None, *, batch_size: int = 32,
+                 isolated_atoms=None, head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  device=None, dtype=None, num_workers: int = 0, output: Optional[str] = None,
                  plot: Optional[str] = None) -> Dict[str, object]:
-    """DIAG.json's content for ``model`` on ``configs`` (what ``pipeline.model_from`` and
-    ``data_from`` accept: paths, modules, a MACECalculator; files or lists of ase.Atoms).
+    """DIAG.json's content for ``model`` on ``configs`` (what ``glue.model_from`` and
+    ``glue.data_from`` accept: paths, modules, a MACECalculator; files or lists of ase.Atoms).
 
     ``forces_key`` None leaves the forces out (slopes null). ``isolated_atoms``: an extxyz of
     isolated atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms; default, DATA's
     config_type=IsolatedAtom frames if any. ``output`` and ``plot`` write DIAG.json and the figure
     (whole or not at all). The default dtype is restored afterwards.
     """
+    from ..io import Outputs, plot_diagnosis, write_outputs
+
     diagnosis = diagnose(model, configs, energy_key, forces_key, isolated_atoms, head, batch_size=batch_size,
                          device=device, dtype=dtype, num_workers=num_workers)
-    from .pipeline import Outputs, write_outputs
-    from .plot_diagnosis import plot_diagnosis
-
     content = diagnosis.to_dict()
     write_outputs(Outputs(report=output, figure=plot), content, draw=lambda path: plot_diagnosis(path, diagnosis))
     return content
 
 
 def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str], isolated_atoms=None,
-             head: Optional[str] = None, *, batch_size: int = 32, device=None, dtype=None,
-             num_workers: int = 0, option: str = "isolated_atoms") -> Diagnosis:
+             head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None, dtype=None,
+             num_workers: int = 0) -> Diagnosis:
     """The diagnosis with the samples the figure needs (``diagnose_e0s`` without the files)."""
-    from .estimate import estimate_e0s
-    from .models import model_atomic_numbers, model_heads, read_e0s, select_head
-    from .pipeline import build_request, data_from, model_from, prior_from
-    from .priors import FOUNDATION
-
-    isolated = _isolated_energies(isolated_atoms, energy_key, option)
-    previous = torch.get_default_dtype()
-    # Graphs in float64, so that reference energies keep every digit (as mace-e0 estimate does).
-    torch.set_default_dtype(torch.float64)
-    try:
-        module = model_from(model, device, dtype)
-        device = next(module.parameters()).device
-        heads = model_heads(module)
-        index = select_head(heads, head, "--head" if option.startswith("--") else "head")
-        name = heads[index]
-        data = data_from(configs, module, name, energy_key, forces_key)
-        # The model's own E0s as the prior: along what the data do not determine, they ask for nothing.
-        request, _, _ = build_request(module, name, data, prior_from(FOUNDATION, energy_key))
-        estimate = estimate_e0s(module, [request], device, batch_size=batch_size, num_workers=num_workers,
-                                progress=False, sample_limit=ENERGY_SAMPLE_CONFIGS)
-        atomic_numbers = model_atomic_numbers(module)
-        statistics, force_sample = (collect_forces(module, data.dataset, len(atomic_numbers), device,
-                                                   batch_size, num_workers) if forces_key else (None, {}))
-        model_e0s = read_e0s(module, index)
-    finally:
-        torch.set_default_dtype(previous)
+    isolated = _isolated_energies(isolated_atoms, energy_key)
+    # The model's own E0s as the prior: along what the data do not determine, they ask for nothing.
+    run = run_estimate(model, configs, energy_key, prior=prior_from(FOUNDATION, energy_key), head=head,
+                       device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers,
+                       forces_key=forces_key, progress=False)
+    module, name = run.model, run.head
+    atomic_numbers = model_atomic_numbers(module)
+    statistics, force_sample = None, {}
+    if forces_key:
+        with default_dtype(GRAPH_DTYPE):  # the graphs are built as the estimate's were
+            batches = make_loader(run.data.dataset, batch_size, num_workers)
+            statistics, force_sample = force_statistics(module, batches, len(atomic_numbers),
+                                                        next(module.parameters()).device)
+    model_e0s = read_e0s(module, run.request.index)
     if isolated is None:
-        isolated = dict(data.isolated_atoms)
-    solution = estimate.solutions[name]
-    counts, residuals = estimate.samples[name].arrays()
+        isolated = dict(run.data.isolated_atoms)
+    solution = run.solution
+    counts, residuals = run.estimate.samples[name].arrays()
     names = {"MODEL": str(model) if isinstance(model, (str, os.PathLike)) else "MODEL",
              "DATA": _data_names(configs), "K": energy_key or "energy"}
     entry = head_entry(solution, statistics, model_e0s, isolated, names)
@@ -119,49 +103,15 @@ def _data_names(configs) -> str:
     return "DATA"
 
 
-def _isolated_energies(isolated_atoms, energy_key: Optional[str], option: str) -> Optional[Dict[int, float]]:
+def _isolated_energies(isolated_atoms, energy_key: Optional[str]) -> Optional[Dict[int, float]]:
     if isolated_atoms is None:
         return None
-    from .pipeline import prior_from
-
-    energies = prior_from(isolated_atoms, energy_key, option).e0s
+    energies = prior_from(isolated_atoms, energy_key, "isolated_atoms").e0s
     if energies is None:
-        raise E0InputError(f"{option}={isolated_atoms}: give isolated-atom energies (an extxyz of isolated "
-                           "atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms), not the model's own E0s.")
+        raise E0InputError("{isolated_atoms}: give isolated-atom energies (an extxyz of isolated "
+                           "atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms), not the model's own E0s.",
+                           isolated_atoms=isolated_atoms)
     return energies
-
-
-# -- the forces pass ------------------------------------------------------------------------------
-def collect_forces(model: torch.nn.Module, dataset, n_elements: int, device: torch.device, batch_size: int,
-                   num_workers: int = 0) -> Tuple[ForceSlopeStatistics, Dict[int, Tuple[np.ndarray, np.ndarray]]]:
-    """One pass with gradients (forces are -dE/dr): per-element sums for the slopes, and the first
-    FORCE_SAMPLE_ATOMS atoms of each element for the parity plot. Configs without reference forces
-    (forces weight 0) are left out."""
-    statistics = ForceSlopeStatistics(n_elements, device)
-    kept: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
-    sizes = [0] * n_elements
-    dtype = next(model.parameters()).dtype
-    with evaluation_mode(model):
-        for batch in make_loader(dataset, batch_size, num_workers):
-            batch = batch.to(device)
-            with default_dtype(dtype):  # tensors the model makes on the fly: its dtype, not the graphs'
-                output = model(_inputs_in(batch, dtype), training=False, compute_force=True,
-                               compute_virials=False, compute_stress=False)
-            predicted = output["forces"].detach()
-            element = batch.node_attrs.argmax(dim=1)
-            used = batch.forces_weight[batch.batch] > 0
-            statistics.update(element, predicted, batch.forces, used)
-            for i in range(n_elements):
-                take = FORCE_SAMPLE_ATOMS - sizes[i]
-                if take <= 0:
-                    continue
-                mine = (used & (element == i)).nonzero().flatten()[:take]
-                if mine.numel():
-                    kept.setdefault(i, []).append((batch.forces[mine], predicted[mine]))
-                    sizes[i] += mine.numel()
-    sample = {i: tuple(torch.cat(part).double().cpu().numpy().ravel() for part in zip(*parts))
-              for i, parts in kept.items()}
-    return statistics, sample
 
 
 # -- the entry and its verdict --------------------------------------------------------------------
@@ -244,33 +194,3 @@ def verdict(entry: Dict[str, object], solution: E0Solution, names: Optional[Dict
                  f"{1e3 * ENERGY_CORRECTION_THRESHOLD:g} meV per atom; slope > {Z_THRESHOLD:g} SE and "
                  f"{100 * FORCE_SLOPE_TOLERANCE:g}% from 1)."]
     return "\n".join(lines)
-
-
-def format_diagnosis(diagnosis: Diagnosis) -> str:
-    """The table per element, then the verdict."""
-    entry = diagnosis.entry
-    flagged = entry["flagged"]
-    lines = [f"E0 and force diagnosis for head '{diagnosis.head}' (rank {entry['rank']}; * flagged)",
-             f"{'El':>3} {'Z':>3} {'E0 corr. / eV':>14} {'std. err.':>10} {'z':>9}  "
-             f"{'F slope':>8} {'std. err.':>10} {'F RMSE':>8} {'F comps':>7}  {'model E0 / eV':>15} "
-             f"{'E0 - isolated':>13}"]
-    for z, element in entry["elements"].items():
-        symbol = element["symbol"]
-        if element["energy_correction"] is None and not element["n_force_components"]:
-            continue
-        isolated = element["isolated_atom_energy"]
-        lines.append(
-            f"{symbol:>3} {z:>3} {_cell(element['energy_correction'], '.6f', 14)} "
-            f"{_cell(element['energy_standard_error'], '.2g', 10)} {_cell(element['energy_z'], '.3g', 9)}"
-            f"{'*' if symbol in flagged['energy'] else ' '} "
-            f"{_cell(element['force_slope'], '.5f', 8)} {_cell(element['force_slope_standard_error'], '.2g', 10)} "
-            f"{_cell(element['force_rmse'], '.4f', 8)} {element['n_force_components']:>7}"
-            f"{'*' if symbol in flagged['forces'] else ' '} {element['model_E0']:>15.6f} "
-            f"{_cell(None if isolated is None else element['model_E0'] - isolated, '.6f', 13)}")
-    lines.append("F RMSE in the forces' units (eV/A); E0 corrections: what the data ask for, per atom of the element")
-    lines.append(entry["verdict"])
-    return "\n".join(lines)
-
-
-def _cell(value: Optional[float], spec: str, width: int) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"

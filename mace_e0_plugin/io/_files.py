@@ -10,7 +10,7 @@ import os
 import tempfile
 from typing import Callable, Dict, IO, Optional
 
-from .errors import E0InputError
+from ..errors import E0InputError
 
 _FIXES = {
     errno.ENOSPC: "free some space or write elsewhere",

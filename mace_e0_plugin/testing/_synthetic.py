@@ -144,16 +144,15 @@ def label_with_model(model, configs, energy_key: str = "REF_energy", forces_key:
                      head: Optional[str] = None, batch_size: int = 16):
     """Label ``configs`` (in place) with ``model``'s own energies and forces, batched: data on
     which the model is exact, to plant known faults on. Returns them."""
-    from .collect import evaluation_mode, make_loader
+    from ..glue import forward, make_loader
 
-    with evaluation_mode(model):
-        results = []
-        for batch in make_loader(_graphs(model, configs, head), batch_size):
-            output = model(batch.to_dict(), training=False, compute_force=True)
-            forces = output["forces"].detach().double().cpu()
-            energies, bounds = output["energy"].detach().double().tolist(), batch.ptr.tolist()
-            results += [(energy, forces[start:stop].numpy().copy())
-                        for energy, start, stop in zip(energies, bounds[:-1], bounds[1:])]
+    results = []
+    batches = make_loader(_graphs(model, configs, head), batch_size)
+    for batch, output in forward(model, batches, next(model.parameters()).device, forces=True):
+        forces = output["forces"].detach().double().cpu()
+        energies, bounds = output["energy"].detach().double().tolist(), batch.ptr.tolist()
+        results += [(energy, forces[start:stop].numpy().copy())
+                    for energy, start, stop in zip(energies, bounds[:-1], bounds[1:])]
     for atoms, (energy, forces) in zip(configs, results):
         atoms.info[energy_key] = energy
         atoms.arrays[forces_key] = forces
@@ -162,15 +161,12 @@ def label_with_model(model, configs, energy_key: str = "REF_energy", forces_key:
 
 def predict_energies(model, configs, head: Optional[str] = None, batch_size: int = 16) -> List[float]:
     """Energies of ``model`` on ase configs, batched (used to plant shifts on a model's own output)."""
-    import torch
-
-    from .collect import evaluation_mode, make_loader
+    from ..glue import forward, make_loader
 
     energies: List[float] = []
-    with evaluation_mode(model), torch.no_grad():
-        for batch in make_loader(_graphs(model, configs, head), batch_size):
-            output = model(batch.to_dict(), training=False, compute_force=False)
-            energies.extend(output["energy"].double().tolist())
+    batches = make_loader(_graphs(model, configs, head), batch_size)
+    for _, output in forward(model, batches, next(model.parameters()).device):
+        energies.extend(output["energy"].double().tolist())
     return energies
 
 
@@ -179,7 +175,7 @@ def _graphs(model, configs, head: Optional[str]):
     import torch
     from mace import data
 
-    from .models import model_atomic_numbers, model_heads
+    from ..glue import model_atomic_numbers, model_heads
 
     heads = model_heads(model)
     z_table = _table(model_atomic_numbers(model))

@@ -1,4 +1,4 @@
-"""The ``MACE_E0_PLUGIN`` switch, read by the start-up watcher and by the adapters. Standard
+"""The ``MACE_E0_PLUGIN`` switch, read by the start-up watcher and by the training door. Standard
 library only: ``_bootstrap`` imports it in every Python process."""
 
 import os

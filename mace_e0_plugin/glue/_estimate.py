@@ -1,5 +1,5 @@
-"""Collect and solve E0s for one or more heads of a model: the one path that both the
-``mace_run_train`` hook and the ``mace-e0`` command go through."""
+"""Collect and solve E0s for one or more heads of a model: the one path that the training door,
+``mace-e0`` and the Python API all go through (MACE glue)."""
 
 import math
 import time
@@ -9,13 +9,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .collect import ResidualSample, accumulate, compositions, make_loader, shard
-from .errors import E0InputError
-from .linear_system import E0LinearSystem, E0Solution, all_reduce_
-from .models import model_atomic_numbers, read_e0s
-from .priors import FOUNDATION
-from .schema import solution_entry
-from .sampling import stratified_order
+from ..errors import E0InputError
+from ..math import DEFAULT_WEIGHTING, E0LinearSystem, E0Solution, stratified_order
+from ._data import compositions, make_loader, shard
+from ._distributed import all_reduce_, broadcast_e0s, rank_and_size, synchronize
+from ._forward import ResidualSample, accumulate
+from ._models import model_atomic_numbers, read_e0s
+from ._provenance import FOUNDATION
 
 CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
 MIN_DEGREES_OF_FREEDOM = 10  # before a standard error is trusted to stop early
@@ -29,8 +29,9 @@ class HeadRequest:
     index: int  # the head's row in the model's E0 buffer
     dataset: Dataset  # that head's configs, as graphs for this model
     prior_e0s: List[float]  # per element of the model, in its order
-    weighting: str = "per_atom"
+    weighting: str = DEFAULT_WEIGHTING
     source: str = "the training data"  # names the files and energy key in error messages
+    energy_key: Optional[str] = None  # as given, for error messages
     max_configs: Optional[int] = None  # use a composition-stratified sample of at most this many
     se_tolerance: Optional[float] = None  # eV: stop once every determined E0's standard error is below
     seed: int = 0
@@ -49,27 +50,6 @@ class Estimate:
     sampling: Dict[str, Dict[str, object]] = field(default_factory=dict)  # heads that used part of their data
     priors: Dict[str, Dict[str, str]] = field(default_factory=dict)  # per head: {"kind", "source"}
 
-    def to_dict(self) -> Dict[str, object]:
-        def entry(name: str, solution: E0Solution) -> Dict[str, object]:
-            extra = {"prior": self.priors[name]} if name in self.priors else {}
-            if name in self.sampling:
-                extra["sampling"] = self.sampling[name]
-            return {**solution_entry(solution), **extra}
-
-        return {"heads": {name: entry(name, s) for name, s in self.solutions.items()},
-                "timing": dict(self.timing)}
-
-
-def _distributed_rank_and_size(distributed: bool):
-    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _synchronize(device: torch.device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device, batch_size: int,
                  num_workers: int = 0, pin_memory: bool = False, distributed: bool = False,
@@ -80,7 +60,7 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
     are summed with one all-reduce and rank 0's E0s are broadcast, so all ranks agree bit for bit.
     ``sample_limit`` > 0 keeps that many per-config residuals per head (of this rank's shard), for plots.
     """
-    rank, world_size = _distributed_rank_and_size(distributed)
+    rank, world_size = rank_and_size(distributed)
     atomic_numbers = model_atomic_numbers(model)
     started = time.perf_counter()
     systems, samples, sampling = [], {}, {}
@@ -101,7 +81,7 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
                                       "max_configs": request.max_configs, "se_tolerance": request.se_tolerance}
     if world_size > 1:
         all_reduce_(systems)
-    _synchronize(device)
+    synchronize(device)
     inference_s = time.perf_counter() - started
 
     for request, system in zip(requests, systems):
@@ -157,14 +137,6 @@ def _check_usable(request: HeadRequest, system: E0LinearSystem) -> None:
     if system.n_configs == 0:
         raise E0InputError(
             f"head '{request.name}': none of the {system.n_skipped} config(s) in {request.source} has "
-            "a usable energy (the key is missing or the energy weight is 0); check the energy key "
-            "(--energy_key) and that the file holds energies.")
-
-
-def broadcast_e0s(solutions: List[E0Solution], device) -> None:
-    packed = torch.tensor([e for s in solutions for e in s.e0s], dtype=torch.float64, device=device)
-    torch.distributed.broadcast(packed, src=0)
-    values = packed.tolist()
-    for solution in solutions:
-        count = len(solution.e0s)
-        solution.e0s, values = values[:count], values[count:]
+            "a usable energy (the key is missing or the energy weight is 0); check {energy_key} "
+            "and that the file holds energies.",
+            energy_key=request.energy_key)

@@ -22,23 +22,24 @@ never on CUDA's full-rank-only ``gels`` least-squares driver.
 """
 
 from dataclasses import dataclass, field
-from fractions import Fraction
-from math import gcd, sqrt
-from typing import Dict, List, Optional, Sequence, Tuple
+from math import sqrt
+from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
+from ._combinations import Combination, row_space_combinations
+
 WEIGHTINGS = ("per_atom", "total")
+DEFAULT_WEIGHTING = "per_atom"  # MACE's own energy loss
 
 # Eigenvalues of the Gram matrix below this fraction of the largest count as zero: a singular-value
 # ratio of 1e-5. Exact rank deficiencies (integer counts in fixed ratios) sit near 1e-16.
 DEFAULT_RCOND = 1e-10
 
+# |component of a unit vector outside the row space|^2 below this: the element's E0 is determined alone.
+DETERMINED_TOLERANCE = 1e-8
+
 _TALLY = ("used", "skipped", "non_finite")
-
-Combination = List[Tuple[float, int]]  # [(coefficient, atomic number), ...]
-
 
 class E0LinearSystem:
     """Sufficient statistics of the E0 fit for one head, accumulated on the device of the data.
@@ -48,7 +49,7 @@ class E0LinearSystem:
     >>> solution = system.solve(start_e0s, prior_e0s)
     """
 
-    def __init__(self, atomic_numbers: Sequence[int], weighting: str = "per_atom",
+    def __init__(self, atomic_numbers: Sequence[int], weighting: str = DEFAULT_WEIGHTING,
                  device: Optional[torch.device] = None):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -181,7 +182,7 @@ class E0LinearSystem:
         variance = residual_sum / degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
         pseudo_inverse_diagonal = ((basis / values) * basis).sum(dim=1)
         null_weight = 1.0 - (basis * basis).sum(dim=1)  # |component of e_j outside the row space|^2
-        determined_present = null_weight < 1e-8
+        determined_present = null_weight < DETERMINED_TOLERANCE
         standard_errors = torch.full((n,), float("nan"), dtype=torch.float64, device=self.device)
         standard_errors[index] = torch.where(
             determined_present, (variance * pseudo_inverse_diagonal).clamp(min=0).sqrt(),
@@ -219,19 +220,6 @@ def _quadratic_residual(moments: torch.Tensor, correction: torch.Tensor) -> floa
     return max(value.item(), 0.0)
 
 
-def all_reduce_(systems: Sequence[E0LinearSystem], group=None) -> None:
-    """Sum every system over all ranks in place, with a single all-reduce."""
-    import torch.distributed as dist
-
-    if not systems:
-        return
-    flats = [system.flat() for system in systems]
-    packed = torch.cat(flats)
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
-    for system, flat in zip(systems, torch.split(packed, [f.numel() for f in flats])):
-        system.load_flat(flat)
-
-
 @dataclass
 class E0Solution:
     """The result for one head. Lists are per element, in the order of ``atomic_numbers``."""
@@ -263,84 +251,3 @@ class E0Solution:
     @property
     def rank_deficient(self) -> bool:
         return self.rank < self.n_elements
-
-
-def row_space_combinations(basis: np.ndarray, atomic_numbers: Sequence[int]) -> List[Combination]:
-    """A canonical basis of the element combinations the data determine.
-
-    ``basis`` spans the row space of A (rows). Its reduced row echelon form, pivoting on the
-    lightest elements first, is unique; each row is scaled to small integers where it is rational,
-    which it is for counts: CaCO3(H2O)98 gives "196 H + C + 101 O + Ca".
-    """
-    rows = _reduced_row_echelon(np.array(basis, dtype=np.float64))
-    return [_integer_combination(row, atomic_numbers) for row in rows]
-
-
-def _reduced_row_echelon(matrix: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
-    matrix = matrix.copy()
-    n_rows, n_cols = matrix.shape
-    pivot_row = 0
-    for col in range(n_cols):
-        if pivot_row == n_rows:
-            break
-        best = pivot_row + int(np.argmax(np.abs(matrix[pivot_row:, col])))
-        if abs(matrix[best, col]) < tolerance:
-            continue
-        matrix[[pivot_row, best]] = matrix[[best, pivot_row]]
-        matrix[pivot_row] /= matrix[pivot_row, col]
-        for other in range(n_rows):
-            if other != pivot_row:
-                matrix[other] -= matrix[other, col] * matrix[pivot_row]
-        pivot_row += 1
-    matrix[np.abs(matrix) < tolerance] = 0.0
-    return matrix[:pivot_row]
-
-
-def _integer_combination(row: np.ndarray, atomic_numbers: Sequence[int]) -> Combination:
-    fractions = [Fraction(float(c)).limit_denominator(10_000) for c in row]
-    scale = 1
-    for f in fractions:
-        scale = scale * f.denominator // gcd(scale, f.denominator)
-    integers = [int(f * scale) for f in fractions]
-    divisor = 0
-    for value in integers:
-        divisor = gcd(divisor, abs(value))
-    if divisor and np.allclose(np.array(integers) / scale, row, atol=1e-7):
-        coefficients = [value / divisor for value in integers]
-    else:  # not a ratio of small integers: keep the normalised row
-        coefficients = list(row)
-    return [(float(c), int(z)) for c, z in zip(coefficients, atomic_numbers) if c != 0]
-
-
-def determined_span(atomic_numbers: Sequence[int], present: Sequence[int],
-                    combinations: Sequence[Combination]) -> torch.Tensor:
-    """Rows spanning the element combinations the data determine, over ``atomic_numbers``.
-
-    ``combinations`` as a solution reports them; none (full rank) means every element in
-    ``present`` is determined on its own. Elements outside ``present`` are in no row.
-    """
-    column = {int(z): i for i, z in enumerate(atomic_numbers)}
-    if not combinations:
-        combinations = [[(1.0, int(z))] for z in present]
-    span = torch.zeros(len(combinations), len(column), dtype=torch.float64)
-    for row, combination in enumerate(combinations):
-        for coefficient, z in combination:
-            span[row, column[int(z)]] = float(coefficient)
-    return span
-
-
-def split_compositions(counts: torch.Tensor, span: torch.Tensor,
-                       rcond: float = 1e-10) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Each composition (row of ``counts``, atoms per element) as inside + outside: the orthogonal
-    projection onto the rows of ``span``, and the rest. An energy's E0 part is fixed by the data
-    only for the inside part; the outside part's rests on the prior.
-
-    For the span of 2 H + O, OH (1, 1) is (1.2, 0.6) inside and (-0.2, 0.4) outside.
-    """
-    counts = counts.to(torch.float64)
-    if span.numel() == 0:
-        return torch.zeros_like(counts), counts.clone()
-    _, values, right = torch.linalg.svd(span.to(counts), full_matrices=False)
-    basis = right[values > rcond * values.max()]  # orthonormal rows
-    inside = (counts @ basis.T) @ basis
-    return inside, counts - inside

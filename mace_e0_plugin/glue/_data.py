@@ -1,35 +1,21 @@
-"""Reading a MACE model and data files into graphs for it, for ``mace-e0`` (glue to mace's
-readers: extxyz through ASE, h5 from mace_prepare_data, and LMDB)."""
+"""Data as graphs for a MACE model (glue to mace's readers: extxyz and ase.Atoms through ASE, h5
+from mace_prepare_data, and LMDB), their compositions, and the loader the forward pass reads."""
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from .errors import E0InputError
-from .models import model_atomic_numbers, model_heads
+from ..errors import E0InputError
+from ._models import model_atomic_numbers, model_heads
 
 ISOLATED_ATOM = "IsolatedAtom"
 ENERGY_KEY = "_mace_e0_energy"  # where the energy is put on copies of the Atoms for mace's reader
 FORCES_KEY = "_mace_e0_forces"  # ... and the forces, when asked for (mace-e0 diagnose)
-
-
-def read_model(path: str, device: str = "cpu") -> torch.nn.Module:
-    if not os.path.isfile(path):
-        raise E0InputError(f"MODEL {path}: no such file.")
-    import mace  # noqa: F401  (lets torch.load unpickle mace models, and e3nn import)
-
-    try:
-        model = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # torch raises many types for files it cannot unpickle
-        raise E0InputError(f"MODEL {path}: cannot read it as a MACE model ({type(error).__name__}: "
-                           f"{error}); give a .model file saved by mace, not a *_compiled.model.") from None
-    if not hasattr(model, "atomic_energies_fn") or not hasattr(model, "atomic_numbers"):
-        raise E0InputError(f"MODEL {path}: {type(model).__name__} is not a MACE model with E0s.")
-    return model
 
 
 class ConfigGraphs(Dataset):
@@ -131,8 +117,6 @@ def read_compositions(paths: Sequence[str], model: torch.nn.Module, head: str):
     every DATA file; no energies needed, and no graphs built for extxyz."""
     from mace.tools.utils import AtomicNumberTable
 
-    from .collect import compositions
-
     zs = model_atomic_numbers(model)
     z_table = AtomicNumberTable(zs)
     counts, labels = [], []
@@ -171,12 +155,12 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
             f"{where}: no config has an energy " + (
                 "(atoms.get_potential_energy() gives none); attach the reference energies, or give the "
                 "info key that holds them." if from_calculator else
-                f"under --energy-key {energy_key}; the info keys are "
-                f"{sorted({k for a in frames for k in a.info})}."))
+                "under {energy_key}; the info keys are "
+                f"{sorted({k for a in frames for k in a.info})}."), energy_key=energy_key)
     forces = [_reference_forces(a, forces_key) for a in frames] if forces_key else [None] * len(frames)
     if forces_key and all(f is None for f in forces):
-        raise E0InputError(f"{where}: no config has forces under --forces-key {forces_key}; the arrays keys "
-                           f"are {sorted({k for a in frames for k in a.arrays})}.")
+        raise E0InputError(f"{where}: no config has forces under {{forces_key}}; the arrays keys "
+                           f"are {sorted({k for a in frames for k in a.arrays})}.", forces_key=forces_key)
     isolated, configs = {}, []
     keys = data.KeySpecification(info_keys={"energy": ENERGY_KEY},
                                  arrays_keys={"forces": FORCES_KEY} if forces_key else {})
@@ -223,3 +207,62 @@ def _z_table(model: torch.nn.Module):
     from mace.tools.utils import AtomicNumberTable
 
     return AtomicNumberTable(model_atomic_numbers(model))
+
+
+def data_from(configs, model: torch.nn.Module, head: str, energy_key: Optional[str],
+              forces_key: Optional[str] = None) -> LoadedData:
+    """``configs`` (a path, a list of paths, or a list of ase.Atoms) as graphs for ``model``'s
+    ``head``. ``energy_key=None`` takes ``atoms.get_potential_energy()`` (extxyz ``energy=``).
+    ``forces_key``: the graphs carry those reference forces too (``mace-e0 diagnose``)."""
+    if isinstance(configs, (str, os.PathLike)):
+        configs = [configs]
+    configs = list(configs)
+    if not configs:
+        raise E0InputError("configs: empty; give ase.Atoms or data files.")
+    if all(isinstance(c, (str, os.PathLike)) for c in configs):
+        return load_data([str(c) for c in configs], model, head, energy_key, forces_key)
+    from ase import Atoms
+
+    if all(isinstance(c, Atoms) for c in configs):
+        return graphs_from_atoms(configs, model, head, energy_key, "the configs passed in", forces_key)
+    raise E0InputError("configs: a mix of types; give a list of ase.Atoms, or a list of file paths.")
+
+
+# -- compositions and loaders ---------------------------------------------------------------------
+def shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """This rank's share, strided: every config on exactly one rank, no padding duplicates."""
+    if world_size <= 1:
+        return dataset
+    return Subset(dataset, range(rank, len(dataset), world_size))
+
+
+def compositions(dataset: Dataset) -> List[Tuple[int, ...]]:
+    """Element counts of every config, in the model's element order, without running the model:
+    from configs or h5 arrays where the dataset keeps them, else from the graphs' one-hot nodes."""
+    if isinstance(dataset, ConcatDataset):
+        return [c for part in dataset.datasets for c in compositions(part)]
+    if isinstance(dataset, Subset):
+        inner = compositions(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    z_table = getattr(dataset, "z_table", None)
+    if z_table is not None and hasattr(dataset, "configs"):  # ConfigGraphs: configs in memory
+        return [_counts(config.atomic_numbers, z_table.zs) for config in dataset.configs]
+    if z_table is not None and hasattr(dataset, "file") and hasattr(dataset, "batch_size"):  # HDF5Dataset
+        return [_counts(dataset.file[f"config_batch_{i // dataset.batch_size}"]
+                        [f"config_{i % dataset.batch_size}"]["atomic_numbers"][()], z_table.zs)
+                for i in range(len(dataset))]
+    return [tuple(int(round(c)) for c in item.node_attrs.sum(dim=0).tolist()) for item in dataset]
+
+
+def _counts(atomic_numbers, zs) -> Tuple[int, ...]:
+    numbers = np.asarray(atomic_numbers)
+    return tuple(int(np.sum(numbers == z)) for z in zs)
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
+    """Every config once, in order: no shuffle, no drop_last, no sampler padding."""
+    from mace.tools import torch_geometric
+
+    return torch_geometric.dataloader.DataLoader(
+        dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=False,
+        num_workers=num_workers, pin_memory=pin_memory)

@@ -1,4 +1,4 @@
-"""``mace-e0 check``: which configs a model's E0s are trustworthy for (MACE glue).
+"""``mace-e0 check`` and ``check_e0s``: which configs a model's E0s are trustworthy for.
 
 The data a model's E0s were fitted on determine them only along some element combinations (its
 provenance records them). Any composition splits into a part inside their span, whose E0 energy
@@ -7,16 +7,16 @@ is predicted only as well as the prior is right (isolated atoms at the new level
 foundation's E0s).
 """
 
+import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .errors import E0InputError
-from .linear_system import determined_span, split_compositions
-from .schema import format_combination
-from .models import model_atomic_numbers, model_heads, select_head
-from .priors import FOUNDATION, ISOLATED_ATOMS
-from .provenance import read_provenance
+from ..errors import E0InputError
+from ..glue import ISOLATED_ATOMS, model_atomic_numbers, read_compositions, read_provenance
+from ..io import format_combination
+from ..math import determined_span, split_compositions
+from ._sequence import resolve_model
 
 OUTSIDE_TOLERANCE = 1e-6  # atoms: below this an outside part is rounding
 N_EXAMPLES = 5
@@ -51,35 +51,15 @@ def check_compositions(provenance: dict, atomic_numbers: Sequence[int], counts: 
     }
 
 
-def check_e0s(model: torch.nn.Module, data: Sequence[str], head: Optional[str] = None,
+def check_e0s(model, data: Sequence[str], head: Optional[str] = None,
               model_name: str = "MODEL") -> Dict[str, object]:
-    """``{"heads": {head: check}}`` of DATA files against ``model``'s E0 provenance: the Python API
-    of ``mace-e0 check``. Raises E0InputError when the head has no provenance."""
-    from .datasets import read_compositions
-
-    heads = model_heads(model)
-    name = heads[select_head(heads, head)]
+    """``{"heads": {head: check}}`` of DATA files against ``model``'s E0 provenance (a path, a MACE
+    module or a MACECalculator): the Python API of ``mace-e0 check``. Raises E0InputError when the
+    head has no provenance."""
+    model, name, _ = resolve_model(model, head, device="cpu" if isinstance(model, (str, os.PathLike)) else None)
     provenance = read_provenance(model).get(name)
     if provenance is None:
         raise E0InputError(f"{model_name}: no E0 provenance for head '{name}' (its E0s were not set by "
                            "mace-e0-plugin 0.1+ with linear_system or apply REPORT.json); nothing to check against.")
     counts, labels = read_compositions(list(data), model, name)
     return {"heads": {name: check_compositions(provenance, model_atomic_numbers(model), counts, labels)}}
-
-
-def format_check(result: Dict[str, object]) -> str:
-    lines = []
-    for head, entry in result["heads"].items():
-        prior = entry["prior"]
-        where = ", ".join(entry["determined_combinations"]) or "each element alone"
-        lines.append(f"head '{head}': {entry['n_outside']} of {entry['n_configs']} configs lie outside the "
-                     f"element combinations its E0s were fitted on ({where})")
-        if entry["n_outside"]:
-            trust = ("isolated atoms" if entry["prior_is_isolated_atoms"]
-                     else "not isolated atoms: only " + ("the foundation's E0s" if prior.get("kind") == FOUNDATION
-                                                         else "E0s of unknown origin"))
-            lines.append(f"  their energies rest on the prior, {prior.get('source')} ({trust}); e.g.")
-            for example in entry["examples"]:
-                outside = " ".join(f"{v:+g} {el}" for el, v in example["outside_atoms"].items())
-                lines.append(f"  {example['config']}: outside part {outside} (atoms)")
-    return "\n".join(lines)

@@ -5,13 +5,13 @@ import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional
 
-from .errors import E0InputError
+from ..errors import E0InputError
 
 if TYPE_CHECKING:  # torch and mace load when an estimate is made, not when this module is imported
     import torch
 
-    from .estimate import Estimate
-    from .linear_system import E0Solution
+    from ..glue import Estimate
+    from ..math import E0Solution
 
 
 @dataclass
@@ -56,14 +56,14 @@ class E0Result:
     @property
     def determined_combinations(self) -> List[str]:
         """The element combinations the data determine, e.g. ``['2 H + O']``; empty at full rank."""
-        from .schema import format_combination
+        from ..io import format_combination
 
         return [format_combination(c) for c in self.solution.determined_combinations]
 
     @property
     def determined_values(self) -> Dict[str, float]:
         """Each determined combination's value under the new E0s, eV: what the data fixed."""
-        from .schema import format_combination
+        from ..io import format_combination
 
         e0s = self.e0s
         return {format_combination(c): sum(coefficient * e0s[z] for coefficient, z in c)
@@ -71,19 +71,21 @@ class E0Result:
 
     def table(self) -> str:
         """The table ``mace-e0 estimate`` prints and a fine-tune logs."""
-        from .report import format_estimate
+        from ..io import format_estimate
 
         return format_estimate(self.estimate)
 
     def to_dict(self) -> Dict[str, object]:
         """This head's entry of the JSON report (README: the report's schema)."""
-        return self.estimate.to_dict()["heads"][self.head]
+        from ..io import estimate_report
+
+        return estimate_report(self.estimate)["heads"][self.head]
 
     def plot(self, path: Optional[str] = None, ax=None):
         """The figure of ``mace-e0 estimate --plot``, as a matplotlib Figure (it shows inline in a
         notebook); with ``ax``, only its corrections panel, drawn into ``ax``, and ``ax.figure`` is
         returned. With ``path``, the figure is also written there as PNG."""
-        from .plot import build_figure, draw_corrections, save_figure
+        from ..io import build_figure, draw_corrections, save_figure
 
         _show_inline_in_notebooks()
         if ax is not None:
@@ -99,9 +101,8 @@ class E0Result:
         """A deep copy of ``model`` (a path, a MACE module or a MACECalculator; default: the model
         the estimate ran on) with these E0s in this head's row and their provenance. The model
         given is left as it was. Use the copy in ASE with ``MACECalculator(models=copy, ...)``."""
-        from .models import model_atomic_numbers, model_heads, write_e0s
-        from .pipeline import model_from
-        from .provenance import from_report, set_provenance
+        from ..glue import model_atomic_numbers, model_from, model_heads, set_provenance, write_e0s
+        from ..io import provenance_from_report
 
         source = self.model if model is None else model
         new = copy.deepcopy(model_from(source))  # a module read from a path is ours already; cheap to copy
@@ -114,7 +115,7 @@ class E0Result:
                                "apply them to the model they were estimated for.")
         write_e0s(new, heads.index(self.head), self.solution.e0s)
         report = {"heads": {self.head: self.to_dict()}}
-        set_provenance(new, {self.head: from_report(report, "the estimate")[self.head]})
+        set_provenance(new, {self.head: provenance_from_report(report, "the estimate")[self.head]})
         return new
 
     def __repr__(self) -> str:

@@ -1,0 +1,19 @@
+"""The doors a user comes in by, each thin: the options (declared once), the estimate sequence
+(written once), ``mace-e0``, the Python API and its result, check and diagnose. The training
+door, ``mace_run_train --E0s=linear_system``, is ``mace_e0_plugin.training``."""
+
+from ._api import reestimate_e0s
+from ._check import check_compositions, check_e0s
+from ._cli import EXIT_BAD_INPUT, EXIT_FLAGGED, EXIT_OUTSIDE, build_parser, main
+from ._diagnose import Diagnosis, diagnose, diagnose_e0s, head_entry, verdict
+from ._options import (DEFAULT_BATCH_SIZE, DTYPES, OPTIONS, Option, checked, cli_spelling, positive,
+                       training_spelling)
+from ._result import E0Result
+from ._sequence import GRAPH_DTYPE, EstimateRun, build_request, resolve_model, run_estimate
+
+__all__ = [
+    "reestimate_e0s", "E0Result", "check_e0s", "check_compositions", "diagnose_e0s", "diagnose", "Diagnosis",
+    "head_entry", "verdict", "main", "build_parser", "EXIT_BAD_INPUT", "EXIT_OUTSIDE", "EXIT_FLAGGED",
+    "OPTIONS", "Option", "checked", "positive", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE", "DTYPES",
+    "run_estimate", "build_request", "resolve_model", "EstimateRun", "GRAPH_DTYPE",
+]

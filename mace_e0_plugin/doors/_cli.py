@@ -1,0 +1,304 @@
+"""``mace-e0``: estimate, inspect and apply E0s without starting a training run.
+
+    mace-e0 estimate MODEL DATA [DATA ...] --energy-key KEY [options]
+    mace-e0 show MODEL
+    mace-e0 apply MODEL E0S.json|REPORT.json --output NEW.model [--head NAME]
+    mace-e0 check MODEL DATA [DATA ...] [--head NAME] [--output CHECK.json]
+    mace-e0 diagnose MODEL DATA [DATA ...] --energy-key KEY --forces-key KEY [options]
+
+``estimate`` goes through the same sequence as the Python API and the same collection and solve
+as ``mace_run_train --E0s=linear_system``, and writes the same report. Under
+``torchrun --nproc_per_node=K`` it shards the data.
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import warnings
+from typing import List, Optional
+
+from ..errors import NAME_ONLY, E0InputError
+from ._options import OPTIONS, checked, cli_spelling
+
+PROG = "mace-e0"
+EXIT_CRASH = 1
+EXIT_BAD_INPUT = 2
+EXIT_OUTSIDE = 3  # check: some configs lie outside what the E0s were fitted on
+EXIT_FLAGGED = 3  # diagnose: some element's E0 or force scale is flagged (the same "look at this" status)
+
+# Third-party lines that say nothing to a mace-e0 user; --verbose shows them.
+NOISY_WARNINGS = ("Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "The TorchScript type system")
+NOISY_IMPORTS = ("mace", "mace.tools", "mace.modules")  # mace.tools.cg prints the cuequivariance line
+
+
+# -- estimate -------------------------------------------------------------------------------------
+def estimate(args) -> int:
+    from ..glue import SAMPLE_SIZE
+    from ..io import Outputs, estimate_report, format_estimate, write_outputs
+    from ._sequence import run_estimate
+
+    outputs = Outputs(report=args.output, e0s_json=args.e0s_json, figure=args.plot)
+    outputs.refuse_overwrite(args.force)
+    distributed, rank = _start_distributed(args.device)
+    run = run_estimate(args.model, args.data, args.energy_key, prior=args.prior, head=args.head,
+                       weighting=args.weighting, max_configs=args.max_configs, se_tolerance=args.se_tolerance,
+                       seed=args.seed, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                       num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
+                       sample_size=SAMPLE_SIZE if args.plot else 0)
+    if rank != 0:
+        return 0
+    print(f"prior: {run.prior['source']}"
+          + (f" (it lacks {_symbols(run.lacking)}, which keep the model's E0s)" if run.lacking else ""))
+    print(format_estimate(run.estimate))
+    written = write_outputs(outputs, estimate_report(run.estimate), run.estimate)
+    if "report" in written:
+        print(f"report: {written['report']}")
+    if "e0s_json" in written:
+        print(f"E0s for mace_run_train --E0s={written['e0s_json']}")
+    if f"figure {run.head}" in written:
+        print(f"figure: {written[f'figure {run.head}']}")
+    return 0
+
+
+def default_workers() -> int:
+    """Build graphs in workers, overlapped with inference, only where cores are left for both."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 4 else min(4, cores // 4)
+
+
+def _start_distributed(device: str):
+    """Under torchrun (WORLD_SIZE > 1): join the process group; every rank takes a shard."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, 0
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
+    return True, torch.distributed.get_rank()
+
+
+def _symbols(numbers) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[z] for z in numbers)
+
+
+# -- show -----------------------------------------------------------------------------------------
+def show(args) -> int:
+    from ase.data import chemical_symbols
+
+    from ..glue import model_atomic_numbers, model_heads, read_e0s, read_model, read_provenance
+    from ..io import format_provenance
+
+    model = read_model(args.model)
+    provenance = read_provenance(model)
+    heads = model_heads(model)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    print(f"{args.model}: {type(model).__name__}, {dtype}, r_max {float(model.r_max):g} A, "
+          f"heads: {', '.join(heads)}")
+    numbers = model_atomic_numbers(model)
+    for index, head in enumerate(heads):
+        print(f"head '{head}'")
+        print(f"  {format_provenance(provenance.get(head))}")
+        print(f"  {'El':<3} {'Z':>3}  {'E0 / eV':>24}")
+        for z, e0 in zip(numbers, read_e0s(model, index)):
+            print(f"  {chemical_symbols[z]:<3} {z:>3}  {e0!r:>24}")
+    return 0
+
+
+# -- apply ----------------------------------------------------------------------------------------
+def apply(args) -> int:
+    from ase.data import chemical_symbols
+
+    from ..glue import model_atomic_numbers, read_e0s, set_provenance, write_e0s
+    from ..io import Outputs, read_e0s_or_report, write_outputs
+    from ._sequence import resolve_model
+
+    if os.path.exists(args.output) and not args.force:
+        same = os.path.exists(args.model) and os.path.samefile(args.output, args.model)
+        raise E0InputError(f"{{output}} {'is MODEL itself' if same else 'exists'}; pass {{force}} to write over it.",
+                           output=args.output, force=NAME_ONLY)
+    model, head, index = resolve_model(args.model, args.head, device="cpu")
+    new, provenance = read_e0s_or_report(args.e0s, head)
+    numbers = model_atomic_numbers(model)
+    unknown = sorted(set(new) - set(numbers))
+    if unknown:
+        raise E0InputError(f"{{e0s}}: the model has no {_symbols(unknown)}; it has {_symbols(numbers)}.",
+                           e0s=args.e0s)
+    row = [new.get(z, old) for z, old in zip(numbers, read_e0s(model, index))]
+    write_e0s(model, index, row)
+    # A plain {Z: eV} file says nothing of where its E0s come from: the old provenance no longer holds.
+    set_provenance(model, {head: provenance})
+    write_outputs(Outputs(model=args.output), model=model)
+    kept = [chemical_symbols[z] for z in numbers if z not in new]
+    print(f"wrote {args.output}: head '{head}' with the E0s of {_symbols([z for z in numbers if z in new])}"
+          + (f"; kept {', '.join(kept)}" if kept else "")
+          + ("; with the report's E0 provenance" if provenance else ""))
+    return 0
+
+
+# -- check ----------------------------------------------------------------------------------------
+def check(args) -> int:
+    from ..io import Outputs, format_check, write_outputs
+    from ._check import check_e0s
+
+    outputs = Outputs(report=args.output)
+    outputs.refuse_overwrite(args.force)
+    result = check_e0s(args.model, args.data, args.head, model_name=f"MODEL {args.model}")
+    print(format_check(result))
+    written = write_outputs(outputs, result)
+    if "report" in written:
+        print(f"check: {written['report']}")
+    return EXIT_OUTSIDE if any(h["n_outside"] for h in result["heads"].values()) else 0
+
+
+# -- diagnose -------------------------------------------------------------------------------------
+def diagnose(args) -> int:
+    from ..io import Outputs, format_diagnosis, plot_diagnosis, write_outputs
+    from ._diagnose import diagnose as run_diagnosis
+
+    outputs = Outputs(report=args.output, figure=args.plot)
+    outputs.refuse_overwrite(args.force)
+    diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.isolated_atoms,
+                              args.head, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                              num_workers=args.num_workers)
+    print(format_diagnosis(diagnosis))
+    written = write_outputs(outputs, diagnosis.to_dict(), draw=lambda path: plot_diagnosis(path, diagnosis))
+    if "report" in written:
+        print(f"diagnosis: {written['report']}")
+    if "figure" in written:
+        print(f"figure: {written['figure']}")
+    flagged = diagnosis.entry["flagged"]
+    return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] else 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def _add(command, name: str, help: Optional[str] = None, **settings) -> None:  # pylint: disable=redefined-builtin
+    """One option as its declaration says: values stay text here and are checked after parsing,
+    so that a bad one is one line, like every other bad input."""
+    option = OPTIONS[name]
+    text = help or option.help
+    if option.choices:
+        text += f" ({' | '.join(option.choices)})"
+    if option.cli and not option.cli.startswith("--"):
+        command.add_argument(name, metavar=option.cli, help=text, **settings)
+    elif name == "force":
+        command.add_argument(option.cli_flag, dest=name, action="store_true", help=text)
+    else:
+        command.add_argument(option.cli_flag, dest=name, default=None, metavar=option.metavar, help=text, **settings)
+
+
+def _add_run_options(command) -> None:
+    for name in ("batch_size", "num_workers", "device", "dtype"):
+        _add(command, name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
+    parser.add_argument("--verbose", action="store_true", help="also show mace's, e3nn's and torch's own notices")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    command = commands.add_parser("estimate", help="re-estimate a model's E0s on data")
+    command.set_defaults(run=estimate)
+    _add(command, "model")
+    _add(command, "data", nargs="+")
+    _add(command, "energy_key", required=True)
+    for name in ("head", "prior", "weighting", "max_configs", "se_tolerance", "seed"):
+        _add(command, name)
+    _add_run_options(command)
+    _add(command, "output", help="write the JSON report here")
+    _add(command, "e0s_json")
+    _add(command, "plot")
+    _add(command, "force")
+
+    command = commands.add_parser("show", help="print a model's E0s per head and element")
+    command.set_defaults(run=show)
+    _add(command, "model")
+
+    command = commands.add_parser("apply", help="copy a model with one head's E0s replaced")
+    command.set_defaults(run=apply)
+    _add(command, "model")
+    _add(command, "e0s")
+    _add(command, "output", help="the new model file", required=True)
+    _add(command, "head", help="the head whose E0s to replace (default: mace's)")
+    _add(command, "force", help="write over an existing file, MODEL included")
+
+    command = commands.add_parser(
+        "check", help="find configs outside the element combinations a model's E0s were fitted on",
+        description=f"Exit status: 0 if every config lies inside, {EXIT_OUTSIDE} if some lie outside "
+                    f"(their energies rest on the prior), {EXIT_BAD_INPUT} on bad input or a model without E0 "
+                    "provenance.")
+    command.set_defaults(run=check)
+    _add(command, "model")
+    _add(command, "data", nargs="+")
+    _add(command, "head", help="the head to check (default: mace's)")
+    _add(command, "output")
+    _add(command, "force")
+
+    command = commands.add_parser(
+        "diagnose", help="per element: the E0 correction the data ask for, the force slope, isolated atoms",
+        description=f"Exit status: 0 if nothing is flagged, {EXIT_FLAGGED} if an element's E0 or force scale is "
+                    f"flagged, {EXIT_BAD_INPUT} on bad input, {EXIT_CRASH} on an unexpected error.")
+    command.set_defaults(run=diagnose)
+    _add(command, "model")
+    _add(command, "data", nargs="+")
+    _add(command, "energy_key", required=True)
+    _add(command, "forces_key", required=True)
+    _add(command, "isolated_atoms")
+    _add(command, "head")
+    _add_run_options(command)
+    _add(command, "output", help="write the diagnosis (DIAG.json) here")
+    _add(command, "plot")
+    _add(command, "force")
+    return parser
+
+
+def _checked_args(args) -> argparse.Namespace:
+    """Every declared option of the command checked and given its default; the automatic ones
+    (device, workers) decided here."""
+    given = {name: getattr(args, name) for name in OPTIONS if hasattr(args, name)}
+    for name, value in checked(**given).items():
+        setattr(args, name, value)
+    if hasattr(args, "device") and args.device is None:
+        from ..glue import default_device
+
+        args.device = default_device()
+    if hasattr(args, "num_workers") and args.num_workers is None:
+        args.num_workers = default_workers()
+    return args
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """mace's import-time print and mace's, e3nn's and torch's warnings, unless ``verbose``."""
+    if verbose:
+        yield
+        return
+    with warnings.catch_warnings():
+        for message in NOISY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        with contextlib.redirect_stdout(io.StringIO()):
+            for module in NOISY_IMPORTS:
+                __import__(module)
+        yield
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with _quiet(args.verbose):
+            return args.run(_checked_args(args))
+    except E0InputError as error:
+        print(f"{PROG}: error: {error.render(cli_spelling)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # one line, not a traceback, unless asked for
+        if args.traceback:
+            raise
+        print(f"{PROG}: error: {type(error).__name__}: {error} (--traceback for details)", file=sys.stderr)
+        return EXIT_CRASH

@@ -1,0 +1,92 @@
+"""The estimate sequence, written once: prior, model, head, data, request, estimate. ``mace-e0
+estimate``, diagnose, check and the Python API go through it, and the training door builds its
+requests with ``build_request``.
+
+Graphs are built under a float64 default dtype (``GRAPH_DTYPE``), so that reference energies keep
+every digit; the model runs in its own dtype (or the one asked for), and the E0 part of its energy is
+summed in float64 (``glue.residuals_in_float64``). The caller's default dtype is always restored.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from ..errors import E0InputError
+from ..glue import (HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, default_dtype, estimate_e0s,
+                    model_atomic_numbers, model_from, model_heads, read_e0s, select_head)
+from ..io import Prior, choose_prior, prior_from, prior_vector
+from ..math import DEFAULT_WEIGHTING, WEIGHTINGS
+from ._options import DEFAULT_BATCH_SIZE
+
+GRAPH_DTYPE = torch.float64
+
+
+def resolve_model(model, head: Optional[str] = None, device=None, dtype=None) -> Tuple[torch.nn.Module, str, int]:
+    """(the MACE module, the head's name, its row in the E0 buffer) for any door's model and head."""
+    module = model_from(model, device, dtype)
+    heads = model_heads(module)
+    index = select_head(heads, head)
+    return module, heads[index], index
+
+
+def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Prior, *,
+                  fallback: Optional[Mapping[int, float]] = None, weighting: str = DEFAULT_WEIGHTING,
+                  max_configs: Optional[int] = None, se_tolerance: Optional[float] = None, seed: int = 0,
+                  energy_key: Optional[str] = None) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
+    """One head's request, the prior's description, and the elements the prior lacks (they keep
+    ``fallback``: the model's own E0s unless the door says otherwise, as training does with the
+    foundation's)."""
+    heads = model_heads(model)
+    if head not in heads:
+        raise E0InputError(f"head '{head}': the model has only {', '.join(heads)}.")
+    if weighting not in WEIGHTINGS:
+        raise E0InputError("{weighting}: use " + " or ".join(WEIGHTINGS) + ".", weighting=weighting)
+    index = heads.index(head)
+    elements = model_atomic_numbers(model)
+    if fallback is None:
+        fallback = dict(zip(elements, read_e0s(model, index)))
+    chosen, info = choose_prior(prior.source, prior.e0s, data.isolated_atoms, kind=prior.kind)
+    values, fell_back = prior_vector(elements, chosen or fallback, fallback)
+    request = HeadRequest(name=head, index=index, dataset=data.dataset, prior_e0s=values, weighting=weighting,
+                          source=data.source, energy_key=energy_key, max_configs=max_configs,
+                          se_tolerance=se_tolerance, seed=seed, prior=info)
+    return request, info, (fell_back if chosen else [])
+
+
+@dataclass
+class EstimateRun:
+    """What the sequence made, step by step: a door shows or writes what it needs of it."""
+
+    model: torch.nn.Module  # the module the estimate ran on (a moved copy where asked for)
+    head: str
+    data: LoadedData
+    request: HeadRequest
+    prior: Dict[str, str]  # {"kind", "source"}
+    lacking: List[int]  # elements the prior lacks: they keep the model's E0s
+    estimate: Estimate
+
+    @property
+    def solution(self):
+        return self.estimate.solutions[self.head]
+
+
+def run_estimate(model, configs, energy_key: Optional[str], *, prior=None, prior_option: str = "prior",
+                 head: Optional[str] = None, weighting: str = DEFAULT_WEIGHTING, max_configs: Optional[int] = None,
+                 se_tolerance: Optional[float] = None, seed: int = 0, device=None, dtype=None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0, forces_key: Optional[str] = None,
+                 distributed: bool = False, progress: bool = True, sample_size: int = SAMPLE_SIZE) -> EstimateRun:
+    """One head's estimate of ``model`` on ``configs`` (anything ``glue.model_from`` and
+    ``glue.data_from`` take); the prior in any form ``io.prior_from`` takes, or a ``Prior``.
+    Nothing is changed in the caller's objects, and nothing is written."""
+    prior_spec = prior if isinstance(prior, Prior) else prior_from(prior, energy_key, prior_option)
+    with default_dtype(GRAPH_DTYPE):
+        module, name, _ = resolve_model(model, head, device, dtype)
+        data = data_from(configs, module, name, energy_key, forces_key)
+        request, info, lacking = build_request(module, name, data, prior_spec, weighting=weighting,
+                                               max_configs=max_configs, se_tolerance=se_tolerance, seed=seed,
+                                               energy_key=energy_key)
+        estimate = estimate_e0s(module, [request], next(module.parameters()).device, batch_size=batch_size,
+                                num_workers=num_workers, distributed=distributed, progress=progress,
+                                sample_limit=sample_size)
+    return EstimateRun(module, name, data, request, info, lacking, estimate)

@@ -1,0 +1,110 @@
+"""The house plan holds: each layer imports only the layers below it, the math is pure, and the
+top of the package stays small. Read from the source (ast), so no import order can hide a breach."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mace_e0_plugin"
+
+# Lowest first. A module may import its own layer and the layers below it, never one above.
+LAYERS = {
+    "errors": 0, "_switch": 0,
+    "math": 1,
+    "glue": 2,
+    "io": 3,
+    "doors": 4,
+    "training": 5,
+    "testing": 6, "adapters": 6, "_bootstrap": 6, "__init__": 6, "__main__": 6,
+}
+MATH_FORBIDDEN = ("mace", "ase", "json", "os", "torch.distributed")
+MAX_TOP_LEVEL_MODULES = 8
+
+
+def modules():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def top(path: Path) -> str:
+    """The layer a file belongs to: its subpackage, or its own name at the top."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def imported(path: Path):
+    """(module name relative to the package or absolute, line) of every import in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[:len(package) - node.level + 1])
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+                for name in names:
+                    yield name, node.lineno
+            else:
+                yield node.module, node.lineno
+                for alias in node.names:  # from mace_e0_plugin import testing
+                    yield f"{node.module}.{alias.name}", node.lineno
+
+
+def own_layer(name: str):
+    """The layer of an import of our own package, or None for anything else."""
+    parts = name.split(".")
+    if parts[0] != "mace_e0_plugin" or len(parts) == 1:
+        return None
+    return LAYERS.get(parts[1])
+
+
+def test_every_module_belongs_to_a_declared_layer():
+    assert sorted({top(p) for p in modules()} - set(LAYERS)) == []
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_a_layer_above_its_own(path):
+    layer = LAYERS[top(path)]
+    upward = [f"line {line}: {name}" for name, line in imported(path)
+              if own_layer(name) is not None and own_layer(name) > layer]
+    assert upward == [], f"{path.relative_to(PACKAGE)} (layer {layer}) imports from above"
+
+
+def test_the_product_never_imports_the_testing_helpers():
+    users = [f"{p.relative_to(PACKAGE)}:{line}" for p in modules() if top(p) != "testing"
+             for name, line in imported(p) if name.startswith("mace_e0_plugin.testing")]
+    assert users == []
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "math").glob("*.py")), ids=lambda p: p.name)
+def test_the_math_is_pure(path):
+    names = [name for name, _ in imported(path)]
+    assert [n for n in names if n.split(".")[0] in MATH_FORBIDDEN or n.startswith("torch.distributed")] == []
+    tree = ast.parse(path.read_text())
+    opens = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", getattr(node.func, "attr", None)) == "open"]
+    distributed = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                   and node.attr == "distributed"]
+    assert opens == [] and distributed == []
+
+
+def test_the_solver_lives_in_the_math_layer():
+    holders = [p.relative_to(PACKAGE).parts[0] for p in modules() if "class E0LinearSystem" in p.read_text()]
+    assert holders == ["math"]
+
+
+def test_the_tree_shows_the_layers():
+    subpackages = [p.parent.name for p in PACKAGE.glob("*/__init__.py")]
+    top_level = [p.name for p in PACKAGE.glob("*.py")]
+    assert len(subpackages) >= 3 and len(top_level) <= MAX_TOP_LEVEL_MODULES, (subpackages, top_level)
+
+
+def test_a_layer_names_its_public_surface():
+    for init in PACKAGE.glob("*/__init__.py"):
+        tree = ast.parse(init.read_text())
+        exported = [node for node in tree.body if isinstance(node, ast.Assign)
+                    and any(getattr(t, "id", None) == "__all__" for t in node.targets)]
+        assert exported, f"{init.parent.name}/__init__.py has no __all__"
