@@ -120,9 +120,12 @@ def test_provenance_survives_mace_saving_loading_compiling_and_calculators(water
     from mace.tools import torch_geometric
     from mace.tools.utils import AtomicNumberTable
 
+    from mace_e0_plugin.glue import default_dtype
+
     config = data.config_from_atoms(atoms)
-    graph = data.AtomicData.from_config(config, z_table=AtomicNumberTable([1, 6, 8]), cutoff=float(model.r_max),
-                                        heads=["Default"])
+    with default_dtype(torch.float64):  # the model's dtype
+        graph = data.AtomicData.from_config(config, z_table=AtomicNumberTable([1, 6, 8]), cutoff=float(model.r_max),
+                                            heads=["Default"])
     batch = next(iter(torch_geometric.dataloader.DataLoader([graph], batch_size=1)))
     direct = model(batch.to_dict(), training=False, compute_force=False)["energy"].item()
     assert atoms.get_potential_energy() == pytest.approx(direct, abs=1e-8)

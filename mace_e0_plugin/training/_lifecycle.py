@@ -107,9 +107,10 @@ def plan_run(args) -> Optional["LinearSystemRun"]:
             values = {option: OPTIONS[option].value(given(option))
                       for option in ("weighting", "max_configs", "se_tolerance", "refit")}
             prior = prior_from(given("prior"), energy_key)
-        except E0InputError as error:  # say which head, and where its value came from
+        except E0InputError as error:  # where a heads: block set it, say which head and where
             spell = functools.partial(training_spelling, head=name, head_options=head)
-            raise E0InputError(f"head '{name}': {error.render(spell)}") from None
+            ours = any(OPTIONS[option].train.lstrip("-") in head for option in OUR_OPTIONS)
+            raise E0InputError((f"head '{name}': " if ours else "") + error.render(spell)) from None
         train_files = head.get("train_file", args.train_file)
         plans[name] = HeadPlan(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
                                train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
