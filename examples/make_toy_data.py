@@ -15,7 +15,10 @@ from pathlib import Path
 
 import ase.io
 
-from mace_e0_plugin import synthetic
+try:
+    from mace_e0_plugin import testing as synthetic
+except ImportError:  # before the layout of issue 14
+    from mace_e0_plugin import synthetic
 
 
 def main(folder: Path) -> None:
