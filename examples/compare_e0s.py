@@ -7,6 +7,8 @@ The saved model's corrections are its atomic_energies (after the final refit) mi
 foundation's; the first estimate's come from the report's `estimated_E0s`, fitted before epoch 1.
 """
 
+import contextlib
+import io
 import json
 import sys
 import warnings
@@ -16,8 +18,9 @@ def model_e0s(path: str) -> dict:
     """{Z as a string: E0 in eV} of a saved MACE model's first head."""
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's and e3nn's loading notices: not this table's business
+    # mace's, e3nn's and torch's loading notices (cuequivariance, weights_only): not this table's business
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
         model = torch.load(path, map_location="cpu", weights_only=False)
     energies = model.atomic_energies_fn.atomic_energies.detach().double()
     energies = energies.reshape(-1, len(model.atomic_numbers))[0]

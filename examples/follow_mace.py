@@ -57,7 +57,8 @@ def main(log_path: str) -> None:
                 return
             log.write(line)
             log.flush()
-            message = PREFIX.sub("", line.rstrip("\n"))
+            # a progress bar (tqdm) rewrites its line with carriage returns: what counts is the last part
+            message = PREFIX.sub("", line.rstrip("\n").split("\r")[-1])
             if message.strip():
                 last_message = message.strip()
             if SHOWN.search(message):

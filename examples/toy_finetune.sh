@@ -42,4 +42,4 @@ sed -n '/E0 re-estimation for head/,/RMSE of E per atom/p' finetune.log | sed 's
 echo "== E0 corrections against the true level-B shifts (eV)"
 python "$here/compare_e0s.py" foundation.model finetuned.model results/finetuned_E0s_linear_system.json true_shifts.json
 echo "== the fine-tuned model's E0s (mace-e0 show finetuned.model)"
-mace-e0 show finetuned.model
+python -m mace_e0_plugin show finetuned.model  # = mace-e0, from the package mace_run_train used
