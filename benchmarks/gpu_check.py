@@ -179,7 +179,8 @@ def api_and_diagnose(checks: Checks, folder: Path, foundation: Path, device: str
     checks.add(f"diagnose_e0s(device='{device}') equals CPU", f"largest |difference| of any number {worst:.1e}",
                worst < 1e-6)
     output = folder / "DIAG.json"
-    command = ["mace-e0", "diagnose", str(foundation), str(data), "--energy-key", "REF_energy", "--forces-key",
+    command = [sys.executable, "-m", "mace_e0_plugin", "diagnose",  # = mace-e0, whichever layout
+               str(foundation), str(data), "--energy-key", "REF_energy", "--forces-key",
                "REF_forces", "--isolated-atoms", str(isolated), "--device", device, "--output", str(output), "--force"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     ok = result.returncode in (0, 3) and output.exists()
