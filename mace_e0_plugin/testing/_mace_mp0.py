@@ -15,12 +15,16 @@ Sources of the numbers:
   SiLU gate.
 - Elements and E0s: the ``mptrj-gga-ggapu-statistics.json`` that command reads. Its 89 elements
   are Z = 1-83 and 89-94 (no Po-Ra: MPtrj has none), and the E0s are the ones MACE-MP-0 carries in
-  ``atomic_energies_fn``. The values below are as printed from the released models, e.g. the
-  table ``HARDCODED_ISOLATED_E0S`` in public MPContribs/MACE fine-tuning scripts and IntelLabs
-  matsciml's MACE-MP-0 example (rounded there to 1e-4; they agree).
-- avg_num_neighbors, scale and shift: from the same statistics file, so identical in MACE-MP-0
-  small and medium; as read from the released models' state (the matsciml example above and
-  other public ports): 61.964672446250916, 0.8041538754478097, 0.16409696359187365.
+  ``atomic_energies_fn``; mace 0.3.16's installed package does not hold them. Copied here from
+  mdi-group/2025-04-mace-field ``scripts/Ferroelectrics/get_ferroelectric_dataset.py``
+  (``HARDCODED_ISOLATED_E0S``, full precision, H -3.667168021358939 eV); a matsciml example that
+  loads a MACE-MP-0 checkpoint lists the same 89 values to 1e-4 eV.
+- avg_num_neighbors, scale and shift: from the same statistics file, so the same in MACE-MP-0 small
+  and medium; the matsciml example sets these values to load MACE-MP-0 small's checkpoint, and
+  public ports of MACE-MP-0 to other frameworks read the same from the released models:
+  61.964672446250916, 0.8041538754478097, 0.16409696359187365.
+- The parameter count this gives, 4,688,656, is the released medium model's (the mace_mp_0
+  release notes give 3,847,696 / 4,688,656 / 5,725,072 for small / medium / large).
 """
 
 from typing import Dict
@@ -40,7 +44,8 @@ MP0_MEDIUM_ARCHITECTURE = dict(
 MP0_AVG_NUM_NEIGHBORS = 61.964672446250916
 MP0_SCALE = 0.8041538754478097
 MP0_SHIFT = 0.16409696359187365
-MP0_MEDIUM_PARAMETERS = 4_688_656  # what build_mace_mp0_medium_like gives; the release is "4.69 M"
+# what build_mace_mp0_medium_like gives: the released MACE-MP-0 medium's count (see above)
+MP0_MEDIUM_PARAMETERS = 4_688_656
 
 # MACE-MP-0's E0s (eV), by atomic number: see the module docstring for where they come from.
 MP0_E0S: Dict[int, float] = {
