@@ -4,7 +4,7 @@ mace_run_train's defaults (float64 default dtype, the foundation moved to float6
 Target: at least 2.5x faster on 1000 small held-out molecules on CPU, E0s within 1e-4 eV at full rank.
 
     python benchmarks/inprocess_upstream.py [--configs 1000] [--frames 30] [--our-dtype float32]
-                                            [--repeats 3] [--model mace_spice_15el.model]
+                                            [--our-batch-size 4] [--repeats 3] [--model mace_spice_15el.model]
 
 Two cases, both with --model (default ../shared/models/mace_spice_15el.model, which covers H C O Ca):
 - small molecules: the 200 solvent-xtb test molecules then ethanol-methanol-pbe test molecules,
@@ -59,10 +59,11 @@ def mace_configurations(atoms_list, energy_key: str):
 class Case:
     """One comparison: the same configs for both sides, the model and tables ready."""
 
-    def __init__(self, name: str, model, atoms_list, energy_key: str, our_dtype):
+    def __init__(self, name: str, model, atoms_list, energy_key: str, our_dtype, our_batch_size=None):
         from mace.tools.utils import AtomicNumberTable
 
         self.name, self.model, self.atoms, self.energy_key, self.our_dtype = name, model, atoms_list, energy_key, our_dtype
+        self.our_settings = {"batch_size": our_batch_size} if our_batch_size else {}
         self.configs = mace_configurations(atoms_list, energy_key)
         model_numbers = [int(z) for z in model.atomic_numbers]
         self.foundation_e0s = dict(zip(model_numbers, model.atomic_energies_fn.atomic_energies.reshape(-1).tolist()))
@@ -80,7 +81,7 @@ class Case:
 
     def ours(self):
         result = reestimate_e0s(self.model, self.atoms, energy_key=self.energy_key, weighting="total",
-                                dtype=self.our_dtype, device="cpu", progress=False)
+                                dtype=self.our_dtype, device="cpu", progress=False, **self.our_settings)
         self.our_e0s = result.e0s
 
     def differences(self):
@@ -99,6 +100,8 @@ def main():
     parser.add_argument("--frames", type=int, default=30, help="299-atom caco3-water frames (at most 30)")
     parser.add_argument("--our-dtype", choices=["float32", "float64"], default=None,
                         help="reestimate_e0s(dtype=...): the dtype our pass runs the network in (default: the model's)")
+    parser.add_argument("--our-batch-size", type=int, default=None,
+                        help="reestimate_e0s(batch_size=...) (default: its own); on CPU smaller batches can be faster")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a model file in ../shared/models")
     options = parser.parse_args()
@@ -108,10 +111,11 @@ def main():
     model = torch.load(shared("models", options.model), map_location="cpu", weights_only=False).to(torch.float64)
     frames = ase.io.read(shared("data", *FRAMES_FILE), ":")[:options.frames]
     cases = [Case(f"{options.configs} small molecules", model, held_out_molecules(options.configs),
-                  ENERGY_KEY_MOLECULES, options.our_dtype),
+                  ENERGY_KEY_MOLECULES, options.our_dtype, options.our_batch_size),
              Case(f"{len(frames)} caco3-water frames (299 atoms, periodic)", model, frames, ENERGY_KEY_FRAMES,
-                  options.our_dtype)]
-    warm_up = Case("warm-up", model, cases[0].atoms[:20], ENERGY_KEY_MOLECULES, options.our_dtype)
+                  options.our_dtype, options.our_batch_size)]
+    warm_up = Case("warm-up", model, cases[0].atoms[:20], ENERGY_KEY_MOLECULES, options.our_dtype,
+                   options.our_batch_size)
     with quiet():
         warm_up.upstream(), warm_up.ours()
 
@@ -130,12 +134,13 @@ def main():
         f" --{name.replace('_', '-')} {value}" for name, value in vars(options).items()
         if value != parser.get_default(name))
     our_dtype = options.our_dtype or "float64 (the model's, as loaded)"
-    name = "inprocess_upstream" + (f"-{options.our_dtype}" if options.our_dtype else "")
+    name = "inprocess_upstream" + (f"-{options.our_dtype}" if options.our_dtype else "") + (
+        f"-batch-{options.our_batch_size}" if options.our_batch_size else "")
     record(name, command, f"""
 In one process, imports done, data read and {options.model} loaded and moved to float64 before timing,
 default dtype float64 (mace_run_train's defaults). Upstream: `mace.data.estimate_e0s_from_foundation`
 on mace Configurations, batch size 1, float64. Ours: `reestimate_e0s(model, atoms, energy_key=...,
-weighting="total", dtype={options.our_dtype!r})` on the ase.Atoms, its default batch size; network
+weighting="total", dtype={options.our_dtype!r})` on the ase.Atoms, batch size {options.our_batch_size or "its default"}; network
 dtype {our_dtype}. Best of {options.repeats} interleaved runs. Small molecules: solvent-xtb test, then
 ethanol-methanol-pbe test (held out, none repeated). |dE0| only at full rank; "E0 sum per config" is the
 largest difference of a config's E0 sum (counts . E0, eV): what the data determine, at any rank.
