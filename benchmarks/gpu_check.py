@@ -31,10 +31,7 @@ import ase.io  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-try:
-    from mace_e0_plugin import testing as synthetic
-except ImportError:
-    from mace_e0_plugin import synthetic
+from mace_e0_plugin import testing as synthetic
 
 SHIFTS = {1: -0.35, 6: 1.25, 8: -0.8}  # planted E0 changes, eV
 ETHANOL = {1: 6, 6: 2, 8: 1}  # every config C2H6O: the counts matrix has rank 1 of 3

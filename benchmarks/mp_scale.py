@@ -29,7 +29,7 @@ import ase.io
 import torch
 
 from mace_e0_plugin import reestimate_e0s
-from mace_e0_plugin.testing._mace_mp0 import MP0_MEDIUM_ARCHITECTURE, build_mace_mp0_medium_like
+from mace_e0_plugin.testing import MP0_MEDIUM_ARCHITECTURE, build_mace_mp0_medium_like
 
 ENERGY_KEY, FORCES_KEY = "rPBE0D3_energy", "rPBE0D3_forces"
 FRAMES_FILE = ("caco3-water", "training_set_50_revPBE0_D3.xyz")

@@ -25,13 +25,8 @@ import pytest
 import torch
 
 from conftest import mace_train, report, saved_e0s, shared_path, write_xyz
-
-try:
-    from mace_e0_plugin import testing as synthetic
-    synthetic.predict_energies  # noqa: B018  (before the layout refactor, testing/ holds only _mace_mp0)
-except (ImportError, AttributeError):
-    from mace_e0_plugin import synthetic
-from mace_e0_plugin.testing._mace_mp0 import MP0_E0S, MP0_MEDIUM_PARAMETERS, build_mace_mp0_medium_like
+from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.testing import MP0_E0S, MP0_MEDIUM_PARAMETERS, build_mace_mp0_medium_like
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
