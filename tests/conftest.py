@@ -106,7 +106,9 @@ def finetune_argv(foundation: Foundation, train_file: Path, work_dir: Path, *ext
     """mace_run_train's arguments; ``plugin=False`` leaves out the plugin's options, for runs
     of mace without it."""
     # --E0s_refit none: the first estimate alone; the tests of refits say which they want.
-    options = ["--E0s", "linear_system", "--E0s_refit", "none"] if plugin else ["--E0s", "linear_system"]
+    # --E0s_dtype float64: exact recovery of planted shifts (the float32 default has its own tests).
+    options = (["--E0s", "linear_system", "--E0s_refit", "none", "--E0s_dtype", "float64"] if plugin
+               else ["--E0s", "linear_system"])
     return [
         "--name", "ft", "--work_dir", str(work_dir), "--seed", "1",
         "--foundation_model", str(foundation.path), "--train_file", str(train_file),

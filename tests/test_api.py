@@ -270,3 +270,13 @@ def test_in_a_jupyter_like_shell_the_figure_gets_a_png_display(tmp_path):
     result = run_command([PYTHON, "-c", INLINE_PROBE], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_the_default_pass_is_float32_and_within_1e_4_ev_of_float64(foundation):
+    configs = noisy_configs(foundation, n_configs=16, seed=9)
+    fast = reestimate_e0s(foundation.model, configs, "REF_energy", progress=False)
+    exact = reestimate_e0s(foundation.model, configs, "REF_energy", dtype="float64", progress=False)
+    assert (fast.to_dict()["pass_dtype"], exact.to_dict()["pass_dtype"]) == ("float32", "float64")
+    differences = [abs(fast.e0s[z] - exact.e0s[z]) for z in exact.e0s]
+    assert 0 < max(differences) < 1e-4  # it really ran in float32, and it does not matter
+    assert next(foundation.model.parameters()).dtype == torch.float64  # on a copy: the model is as it was

@@ -72,7 +72,7 @@ def test_each_weighting_is_its_own_closed_form_where_they_differ(foundation, tmp
     data = write_xyz(tmp_path / "data.xyz", configs)
     report = tmp_path / "report.json"
     assert cli(capsys, "estimate", foundation.path, data, "--energy-key", "REF_energy", "--weighting", weighting,
-               "--output", report)[0] == 0
+               "--dtype", "float64", "--output", report)[0] == 0
     head = json.loads(report.read_text())["heads"]["Default"]
     own, other = (closed_form_e0s(foundation.model, configs, w)
                   for w in (weighting, {"per_atom": "total", "total": "per_atom"}[weighting]))

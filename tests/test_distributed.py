@@ -189,3 +189,33 @@ def test_torchrun_shards_the_mace_e0_command(shared_setup, tmp_path):
     assert one["n_configs"] == three["n_configs"] == N_CONFIGS
     for z in one["E0s"]:
         assert three["E0s"][z] == pytest.approx(one["E0s"][z], abs=1e-8)
+
+
+def _decision_worker(rank, world_size, folder):
+    from mace.tools import CheckpointHandler
+
+    from mace_e0_plugin.glue import agree, latest_checkpoint
+    from mace_e0_plugin.training._mace_run import restored_from_checkpoint
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-decide",
+                                         rank=rank, world_size=world_size)
+    # Each rank's own view of the files differs: rank 0 sees two checkpoints, rank 1 none (a lagging
+    # network file system, say). Left to itself, rank 1 would skip the collectives rank 0 enters.
+    handler = CheckpointHandler(directory=str(folder / f"view-{rank}"), tag="ft")
+    if rank == 0:
+        for epoch in (0, 3):
+            handler.io.save({"model": {}, "optimizer": {}, "lr_scheduler": {}}, epochs=epoch)
+    args = argparse.Namespace(restart_latest=True)
+    own = (restored_from_checkpoint(args, handler), latest_checkpoint(handler.io, swa=False))
+    shared = (agree(restored_from_checkpoint(args, handler)), agree(latest_checkpoint(handler.io, swa=False)))
+    torch.save({"own": own, "shared": shared}, folder / f"decide-{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_decisions_every_rank_must_share_are_rank_zeros(tmp_path):
+    mp.spawn(_decision_worker, args=(2, tmp_path), nprocs=2, join=True)
+    zero, one = (torch.load(tmp_path / f"decide-{rank}.pt", weights_only=False) for rank in (0, 1))
+    assert zero["own"] != one["own"] and one["own"] == (False, None)  # the views differ...
+    assert zero["shared"] == one["shared"] == zero["own"]  # ...the decisions do not
+    restored, (path, epoch) = zero["shared"]
+    assert restored is True and epoch == 3 and path.startswith(str(tmp_path / "view-0"))

@@ -149,3 +149,14 @@ def test_restart_from_a_checkpoint_keeps_the_estimated_e0s(foundation, planted_t
 
     assert not (work / "results" / "ft_E0s_linear_system.json").exists()
     assert torch.equal(saved_e0s(work / "ft.model"), first)
+
+
+def test_the_hooks_default_pass_is_float32_on_a_float64_fine_tune(foundation, planted_train, tmp_path):
+    argv = finetune_argv(foundation, planted_train, tmp_path / "run")
+    at = argv.index("--E0s_dtype")
+    del argv[at:at + 2]  # the default, not the tests' float64
+    mace_train(argv)
+    head = report(tmp_path / "run")["heads"]["Default"]
+    assert head["pass_dtype"] == "float32"
+    assert saved_e0s(tmp_path / "run" / "ft.model")[0].tolist() == pytest.approx(expected_e0s(foundation).tolist(),
+                                                                                abs=1e-4)

@@ -114,6 +114,41 @@ def test_epoch_refit_is_the_closed_form_solution_of_the_epochs_own_predictions(t
     assert not loss_fn._forward_hooks
 
 
+def in_float32(items):
+    """Graphs as a float32 fine-tune holds them (mace's batches are in the default dtype)."""
+    for item in items:
+        for key, value in item:
+            if torch.is_tensor(value) and value.is_floating_point():
+                setattr(item, key, value.float())
+    return items
+
+
+def test_a_float32_fine_tunes_epoch_refit_is_the_float64_closed_form_of_its_predictions(two_heads):
+    model, replay, tuned = load_two_heads(two_heads)
+    model, replay, tuned = model.float(), in_float32(replay), in_float32(tuned)
+    loss_fn = loss_module()
+    refitter = Refitter([default_request(model, tuned)], {"Default": frozenset({EPOCH})}, model, [model],
+                        "cpu", batch_size=4)
+    refitter.attach(loss_fn)
+    e0s = model.atomic_energies_fn.atomic_energies.detach().double()
+    refitter.epoch_start()
+    exact, rounded = [], []  # per Default config: its residual in float64, and in float32 arithmetic
+    for batch in fixed_batches(replay, tuned):
+        output = model(batch.to_dict(), training=True, compute_force=True)
+        loss_fn(pred=output, ref=batch)
+        counts = element_counts(batch).double()
+        mine = batch.head == 1
+        in_64 = batch.energy.double() - counts @ e0s[1] - output["interaction_energy"].detach().double()
+        in_32 = (batch.energy - output["energy"].detach()).double()
+        exact += zip(counts[mine].tolist(), in_64[mine].tolist())
+        rounded += zip(counts[mine].tolist(), in_32[mine].tolist())
+    (refit,) = refitter.epoch_end(epoch=0)
+    expected = closed_form(e0s[1].tolist(), exact)
+    assert refit.solution.e0s == pytest.approx(expected.tolist(), abs=1e-9)
+    # Totals of ~-1e4 eV in float32 keep ~1e-3 eV: a refit from float32 residuals would be off.
+    assert np.abs(closed_form(e0s[1].tolist(), rounded) - expected).max() > 1e-6
+
+
 def test_an_optimizer_that_revisits_the_data_refits_from_one_pass(two_heads):
     # LBFGS calls the loss over the whole set many times per step: statistics come from a pass.
     model, replay, tuned = load_two_heads(two_heads)

@@ -6,7 +6,7 @@ from ._api import reestimate_e0s
 from ._check import check_compositions, check_e0s
 from ._cli import EXIT_BAD_INPUT, EXIT_FLAGGED, EXIT_OUTSIDE, build_parser, main
 from ._diagnose import Diagnosis, diagnose, diagnose_e0s, head_entry, verdict
-from ._options import (DEFAULT_BATCH_SIZE, DTYPES, OPTIONS, Option, checked, cli_spelling, positive,
+from ._options import (DEFAULT_BATCH_SIZE, DTYPES, OPTIONS, PASS_DTYPE, Option, checked, cli_spelling, positive,
                        training_spelling)
 from ._result import E0Result
 from ._sequence import GRAPH_DTYPE, EstimateRun, build_request, resolve_model, run_estimate
@@ -14,6 +14,6 @@ from ._sequence import GRAPH_DTYPE, EstimateRun, build_request, resolve_model, r
 __all__ = [
     "reestimate_e0s", "E0Result", "check_e0s", "check_compositions", "diagnose_e0s", "diagnose", "Diagnosis",
     "head_entry", "verdict", "main", "build_parser", "EXIT_BAD_INPUT", "EXIT_OUTSIDE", "EXIT_FLAGGED",
-    "OPTIONS", "Option", "checked", "positive", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE", "DTYPES",
+    "OPTIONS", "Option", "checked", "positive", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE", "DTYPES", "PASS_DTYPE",
     "run_estimate", "build_request", "resolve_model", "EstimateRun", "GRAPH_DTYPE",
 ]

@@ -26,7 +26,7 @@ PROG = "mace-e0"
 EXIT_CRASH = 1
 EXIT_BAD_INPUT = 2
 EXIT_OUTSIDE = 3  # check: some configs lie outside what the E0s were fitted on
-EXIT_FLAGGED = 3  # diagnose: some element's E0 or force scale is flagged (the same "look at this" status)
+EXIT_FLAGGED = 3  # diagnose: an element's E0 or force scale, or a label, is flagged (the same "look at this")
 
 # Third-party lines that say nothing to a mace-e0 user; --verbose shows them.
 NOISY_WARNINGS = ("Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "The TorchScript type system")
@@ -44,7 +44,8 @@ def estimate(args) -> int:
     distributed, rank = _start_distributed(args.device)
     run = run_estimate(args.model, args.data, args.energy_key, prior=args.prior, head=args.head,
                        weighting=args.weighting, max_configs=args.max_configs, se_tolerance=args.se_tolerance,
-                       seed=args.seed, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                       seed=args.seed, exclude_suspicious=args.exclude_suspicious, device=args.device,
+                       dtype=args.dtype, batch_size=args.batch_size,
                        num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
                        sample_size=SAMPLE_SIZE if args.plot else 0)
     if rank != 0:
@@ -174,7 +175,7 @@ def diagnose(args) -> int:
     if "figure" in written:
         print(f"figure: {written['figure']}")
     flagged = diagnosis.entry["flagged"]
-    return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] else 0
+    return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] or diagnosis.entry["suspicious_configs"] else 0
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def _add(command, name: str, help: Optional[str] = None, **settings) -> None:  #
         text += f" ({' | '.join(option.choices)})"
     if option.cli and not option.cli.startswith("--"):
         command.add_argument(name, metavar=option.cli, help=text, **settings)
-    elif name == "force":
+    elif name in ("force", "exclude_suspicious"):
         command.add_argument(option.cli_flag, dest=name, action="store_true", help=text)
     else:
         command.add_argument(option.cli_flag, dest=name, default=None, metavar=option.metavar, help=text, **settings)
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(command, "model")
     _add(command, "data", nargs="+")
     _add(command, "energy_key", required=True)
-    for name in ("head", "prior", "weighting", "max_configs", "se_tolerance", "seed"):
+    for name in ("head", "prior", "weighting", "max_configs", "se_tolerance", "seed", "exclude_suspicious"):
         _add(command, name)
     _add_run_options(command)
     _add(command, "output", help="write the JSON report here")

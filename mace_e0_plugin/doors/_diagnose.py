@@ -20,11 +20,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import E0InputError
-from ..glue import FOUNDATION, default_dtype, force_statistics, make_loader, model_atomic_numbers, read_e0s
-from ..io import format_combination, prior_from
+from ..glue import (FOUNDATION, default_dtype, force_statistics, make_loader, model_atomic_numbers, network_for_pass,
+                    read_e0s)
+from ..io import format_combination, prior_from, suspicious_entries
 from ..math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, E0Solution,
                     ForceSlopeStatistics, combination_correction, energy_is_off, energy_z, slope_is_off)
-from ._options import DEFAULT_BATCH_SIZE
+from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
 from ._sequence import GRAPH_DTYPE, run_estimate
 
 
@@ -45,7 +46,7 @@ class Diagnosis:
 
 def diagnose_e0s(model, configs, energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  isolated_atoms=None, head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 device=None, dtype=None, num_workers: int = 0, output: Optional[str] = None,
+                 device=None, dtype: str = PASS_DTYPE, num_workers: int = 0, output: Optional[str] = None,
                  plot: Optional[str] = None) -> Dict[str, object]:
     """DIAG.json's content for ``model`` on ``configs`` (what ``glue.model_from`` and
     ``glue.data_from`` accept: paths, modules, a MACECalculator; files or lists of ase.Atoms).
@@ -65,8 +66,8 @@ def diagnose_e0s(model, configs, energy_key: Optional[str] = None, forces_key: O
 
 
 def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str], isolated_atoms=None,
-             head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None, dtype=None,
-             num_workers: int = 0) -> Diagnosis:
+             head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None,
+             dtype: str = PASS_DTYPE, num_workers: int = 0) -> Diagnosis:
     """The diagnosis with the samples the figure needs (``diagnose_e0s`` without the files)."""
     isolated = _isolated_energies(isolated_atoms, energy_key)
     # The model's own E0s as the prior: along what the data do not determine, they ask for nothing.
@@ -79,8 +80,8 @@ def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str
     if forces_key:
         with default_dtype(GRAPH_DTYPE):  # the graphs are built as the estimate's were
             batches = make_loader(run.data.dataset, batch_size, num_workers)
-            statistics, force_sample = force_statistics(module, batches, len(atomic_numbers),
-                                                        next(module.parameters()).device)
+            statistics, force_sample = force_statistics(network_for_pass(module, dtype), batches,
+                                                        len(atomic_numbers), next(module.parameters()).device)
     model_e0s = read_e0s(module, run.request.index)
     if isolated is None:
         isolated = dict(run.data.isolated_atoms)
@@ -89,6 +90,7 @@ def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str
     names = {"MODEL": str(model) if isinstance(model, (str, os.PathLike)) else "MODEL",
              "DATA": _data_names(configs), "K": energy_key or "energy"}
     entry = head_entry(solution, statistics, model_e0s, isolated, names)
+    entry["suspicious_configs"] = suspicious_entries(run.estimate.suspicious.get(name, []))
     forces = {atomic_numbers[i]: arrays for i, arrays in force_sample.items()}
     return Diagnosis(name, entry, atomic_numbers, counts, residuals, forces)
 

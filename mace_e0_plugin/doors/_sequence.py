@@ -17,7 +17,7 @@ from ..glue import (HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, d
                     model_atomic_numbers, model_from, model_heads, read_e0s, select_head)
 from ..io import Prior, choose_prior, prior_from, prior_vector
 from ..math import DEFAULT_WEIGHTING, WEIGHTINGS
-from ._options import DEFAULT_BATCH_SIZE
+from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
 
 GRAPH_DTYPE = torch.float64
 
@@ -33,7 +33,8 @@ def resolve_model(model, head: Optional[str] = None, device=None, dtype=None) ->
 def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Prior, *,
                   fallback: Optional[Mapping[int, float]] = None, weighting: str = DEFAULT_WEIGHTING,
                   max_configs: Optional[int] = None, se_tolerance: Optional[float] = None, seed: int = 0,
-                  energy_key: Optional[str] = None) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
+                  energy_key: Optional[str] = None, exclude_suspicious: bool = False
+                  ) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
     """One head's request, the prior's description, and the elements the prior lacks (they keep
     ``fallback``: the model's own E0s unless the door says otherwise, as training does with the
     foundation's)."""
@@ -50,7 +51,8 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Pr
     values, fell_back = prior_vector(elements, chosen or fallback, fallback)
     request = HeadRequest(name=head, index=index, dataset=data.dataset, prior_e0s=values, weighting=weighting,
                           source=data.source, energy_key=energy_key, max_configs=max_configs,
-                          se_tolerance=se_tolerance, seed=seed, prior=info)
+                          se_tolerance=se_tolerance, seed=seed, prior=info, origins=data.origins,
+                          exclude_suspicious=exclude_suspicious)
     return request, info, (fell_back if chosen else [])
 
 
@@ -73,20 +75,22 @@ class EstimateRun:
 
 def run_estimate(model, configs, energy_key: Optional[str], *, prior=None, prior_option: str = "prior",
                  head: Optional[str] = None, weighting: str = DEFAULT_WEIGHTING, max_configs: Optional[int] = None,
-                 se_tolerance: Optional[float] = None, seed: int = 0, device=None, dtype=None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0, forces_key: Optional[str] = None,
-                 distributed: bool = False, progress: bool = True, sample_size: int = SAMPLE_SIZE) -> EstimateRun:
+                 se_tolerance: Optional[float] = None, seed: int = 0, exclude_suspicious: bool = False,
+                 device=None, dtype: Optional[str] = PASS_DTYPE, batch_size: int = DEFAULT_BATCH_SIZE,
+                 num_workers: int = 0, forces_key: Optional[str] = None, distributed: bool = False,
+                 progress: bool = True, sample_size: int = SAMPLE_SIZE) -> EstimateRun:
     """One head's estimate of ``model`` on ``configs`` (anything ``glue.model_from`` and
     ``glue.data_from`` take); the prior in any form ``io.prior_from`` takes, or a ``Prior``.
-    Nothing is changed in the caller's objects, and nothing is written."""
+    The network runs in ``dtype`` (a copy where the model's differs; None: its own). Nothing is
+    changed in the caller's objects, and nothing is written."""
     prior_spec = prior if isinstance(prior, Prior) else prior_from(prior, energy_key, prior_option)
     with default_dtype(GRAPH_DTYPE):
-        module, name, _ = resolve_model(model, head, device, dtype)
+        module, name, _ = resolve_model(model, head, device)
         data = data_from(configs, module, name, energy_key, forces_key)
         request, info, lacking = build_request(module, name, data, prior_spec, weighting=weighting,
                                                max_configs=max_configs, se_tolerance=se_tolerance, seed=seed,
-                                               energy_key=energy_key)
+                                               energy_key=energy_key, exclude_suspicious=exclude_suspicious)
         estimate = estimate_e0s(module, [request], next(module.parameters()).device, batch_size=batch_size,
                                 num_workers=num_workers, distributed=distributed, progress=progress,
-                                sample_limit=sample_size)
+                                sample_limit=sample_size, pass_dtype=dtype)
     return EstimateRun(module, name, data, request, info, lacking, estimate)

@@ -39,6 +39,10 @@ class LoadedData:
     dataset: Dataset
     isolated_atoms: Dict[int, float] = field(default_factory=dict)  # IsolatedAtom frames: a prior
     source: str = ""
+    # Per config of ``dataset``: {"index": its 0-based place in the input (files counted in the
+    # order given, every frame counted), "file": the file or None, "config_type": or None}.
+    origins: Optional[List[Dict[str, object]]] = None
+    n_frames: int = 0  # frames read, IsolatedAtom ones included (where the next file's indices start)
 
 
 def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_key: Optional[str],
@@ -47,16 +51,23 @@ def load_data(paths: Sequence[str], model: torch.nn.Module, head: str, energy_ke
     carry those reference forces too (h5 and LMDB keep the forces mace_prepare_data stored)."""
     parts: List[Dataset] = []
     isolated: Dict[int, float] = {}
+    origins: List[Dict[str, object]] = []
+    offset = 0
     for path in paths:
         kind = _kind(path)
         if kind == "xyz":
             loaded = _read_ase(path, model, head, energy_key, forces_key)
             parts.append(loaded.dataset)
             isolated.update(loaded.isolated_atoms)
+            origins += [{**origin, "index": offset + origin["index"], "file": path} for origin in loaded.origins]
+            offset += loaded.n_frames
         else:
-            parts.append(_read_prepared(path, kind, _z_table(model), float(model.r_max), model_heads(model), head))
+            part = _read_prepared(path, kind, _z_table(model), float(model.r_max), model_heads(model), head)
+            parts.append(part)
+            origins += [{"index": offset + i, "file": path, "config_type": None} for i in range(len(part))]
+            offset += len(part)
     source = f"{', '.join(paths)} (energy key '{energy_key}')"
-    return LoadedData(parts[0] if len(parts) == 1 else ConcatDataset(parts), isolated, source)
+    return LoadedData(parts[0] if len(parts) == 1 else ConcatDataset(parts), isolated, source, origins)
 
 
 def _kind(path: str) -> str:
@@ -161,14 +172,15 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
     if forces_key and all(f is None for f in forces):
         raise E0InputError(f"{where}: no config has forces under {{forces_key}}; the arrays keys "
                            f"are {sorted({k for a in frames for k in a.arrays})}.", forces_key=forces_key)
-    isolated, configs = {}, []
+    isolated, configs, origins = {}, [], []
     keys = data.KeySpecification(info_keys={"energy": ENERGY_KEY},
                                  arrays_keys={"forces": FORCES_KEY} if forces_key else {})
-    for atoms, energy, force in zip(frames, energies, forces):
+    for index, (atoms, energy, force) in enumerate(zip(frames, energies, forces)):
         if len(atoms) == 1 and atoms.info.get("config_type") == ISOLATED_ATOM:
             if energy is not None:
                 isolated[int(atoms.numbers[0])] = float(energy)
             continue
+        origins.append({"index": index, "file": None, "config_type": atoms.info.get("config_type")})
         copy = atoms.copy()  # the caller's Atoms keep their info; mace reads the energy from this key
         copy.info.pop(ENERGY_KEY, None)
         if energy is not None:
@@ -178,7 +190,7 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
         configs.append(data.config_from_atoms(copy, key_specification=keys, head_name=head))
     key = "atoms.get_potential_energy()" if from_calculator else f"energy key '{energy_key}'"
     return LoadedData(ConfigGraphs(configs, z_table, float(model.r_max), model_heads(model)), isolated,
-                      f"{where.removeprefix('DATA ')} ({key})")
+                      f"{where.removeprefix('DATA ')} ({key})", origins, len(frames))
 
 
 def _reference_forces(atoms, forces_key: str):

@@ -19,6 +19,18 @@ def rank_and_size(distributed: bool = True) -> Tuple[int, int]:
     return 0, 1
 
 
+def agree(value, distributed: bool = True):
+    """Rank 0's ``value`` on every rank (any picklable object): for a decision each rank could
+    take differently from its own view (a float compared to a tolerance, what its file system
+    shows), so that all ranks go on into the same collectives. The value itself outside a group."""
+    _, world_size = rank_and_size(distributed)
+    if world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_(systems: Sequence[E0LinearSystem], group=None) -> None:
     """Sum every system over all ranks in place, with a single all-reduce."""
     if not systems:
@@ -28,6 +40,17 @@ def all_reduce_(systems: Sequence[E0LinearSystem], group=None) -> None:
     dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
     for system, flat in zip(systems, torch.split(packed, [f.numel() for f in flats])):
         system.load_flat(flat)
+
+
+def all_gather_tensors(tensors: Sequence[torch.Tensor], distributed: bool = True) -> List[torch.Tensor]:
+    """Every rank's 1-D tensors, concatenated in rank order, on every rank (sizes may differ)."""
+    _, world_size = rank_and_size(distributed)
+    if world_size == 1:
+        return list(tensors)
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, [t.cpu() for t in tensors])
+    device = tensors[0].device
+    return [torch.cat([part[i] for part in gathered]).to(device) for i in range(len(tensors))]
 
 
 def broadcast_e0s(solutions: List[E0Solution], device) -> None:

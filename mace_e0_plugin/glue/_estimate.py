@@ -12,9 +12,10 @@ from torch.utils.data import Dataset, Subset
 from ..errors import E0InputError
 from ..math import DEFAULT_WEIGHTING, E0LinearSystem, E0Solution, stratified_order
 from ._data import compositions, make_loader, shard
-from ._distributed import all_reduce_, broadcast_e0s, rank_and_size, synchronize
-from ._forward import ResidualSample, accumulate
+from ._distributed import agree, all_reduce_, broadcast_e0s, rank_and_size, synchronize
+from ._forward import ResidualSample, accumulate, network_for_pass
 from ._models import model_atomic_numbers, read_e0s
+from ._outliers import ResidualLedger, exclude, find_suspicious, origin_of
 from ._provenance import FOUNDATION
 
 CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
@@ -36,6 +37,8 @@ class HeadRequest:
     se_tolerance: Optional[float] = None  # eV: stop once every determined E0's standard error is below
     seed: int = 0
     prior: Dict[str, str] = field(default_factory=lambda: {"kind": FOUNDATION, "source": "the model's E0s"})
+    origins: Optional[Sequence[Dict[str, object]]] = None  # per config: where in the input it came from
+    exclude_suspicious: bool = False  # refit without the configs that look like broken labels
 
     @property
     def samples_part(self) -> bool:
@@ -49,25 +52,33 @@ class Estimate:
     samples: Dict[str, ResidualSample] = field(default_factory=dict)  # for plots, when asked for
     sampling: Dict[str, Dict[str, object]] = field(default_factory=dict)  # heads that used part of their data
     priors: Dict[str, Dict[str, str]] = field(default_factory=dict)  # per head: {"kind", "source"}
+    suspicious: Dict[str, List[Dict[str, object]]] = field(default_factory=dict)  # per head: broken labels?
+    excluded: Dict[str, int] = field(default_factory=dict)  # per head: suspicious configs left out of the fit
+    pass_dtype: str = ""  # the dtype the network ran in
 
 
 def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device, batch_size: int,
                  num_workers: int = 0, pin_memory: bool = False, distributed: bool = False,
-                 progress: bool = True, sample_limit: int = 0) -> Estimate:
+                 progress: bool = True, sample_limit: int = 0, pass_dtype=None) -> Estimate:
     """Run ``model`` once over each head's data (this rank's shard of it) and solve for E0s.
 
     Under torch.distributed every rank must call this with the same requests; the statistics
     are summed with one all-reduce and rank 0's E0s are broadcast, so all ranks agree bit for bit.
     ``sample_limit`` > 0 keeps that many per-config residuals per head (of this rank's shard), for plots.
+    ``pass_dtype`` runs the network in that dtype (on a copy; default the model's own); the E0 sums
+    and the solve are float64 either way.
     """
     rank, world_size = rank_and_size(distributed)
     atomic_numbers = model_atomic_numbers(model)
     started = time.perf_counter()
-    systems, samples, sampling = [], {}, {}
+    network = network_for_pass(model, pass_dtype)
+    systems, samples, sampling, ledgers = [], {}, {}, []
     for request in requests:
         system = E0LinearSystem(atomic_numbers, request.weighting, device=device)
         dataset = _ordered(request) if request.samples_part else request.dataset
         mine = shard(dataset, rank, world_size)
+        order = dataset.indices if request.samples_part else range(len(dataset))  # positions in request.dataset
+        ledgers.append(ResidualLedger([order[p] for p in range(rank, len(dataset), world_size)]))
         stop = None
         if request.se_tolerance is not None:
             common_batches = math.ceil((len(dataset) // world_size) / batch_size)
@@ -75,7 +86,8 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
         label = f"E0s: head {request.name}" if progress and rank == 0 else None
         sample = samples.setdefault(request.name, ResidualSample(sample_limit)) if sample_limit else None
         loader = make_loader(mine, batch_size, num_workers, pin_memory)
-        systems.append(accumulate(model, loader, system, device, progress=label, sample=sample, stop=stop))
+        systems.append(accumulate(model, loader, system, device, progress=label, sample=sample, stop=stop,
+                                  ledger=ledgers[-1], network=network))
         if request.samples_part:
             sampling[request.name] = {"n_available": len(request.dataset), "n_sampled": len(dataset),
                                       "max_configs": request.max_configs, "se_tolerance": request.se_tolerance}
@@ -96,9 +108,19 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
     }
     if world_size > 1:
         broadcast_e0s(list(solutions.values()), device)
+    suspicious, excluded = {}, {}
+    for request, system, ledger in zip(requests, systems, ledgers):
+        origin = origin_of(request.origins, request.source)
+        suspicious[request.name] = find_suspicious(ledger, solutions[request.name], origin, world_size > 1)
+        if request.exclude_suspicious and suspicious[request.name]:
+            excluded[request.name] = exclude(system, ledger, suspicious[request.name], world_size > 1)
+            solutions[request.name] = system.solve(read_e0s(model, request.index), request.prior_e0s)
+            if world_size > 1:
+                broadcast_e0s([solutions[request.name]], device)
     solve_s = time.perf_counter() - started
+    dtype = str(next(network.parameters()).dtype).replace("torch.", "")
     return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples, sampling,
-                    {request.name: dict(request.prior) for request in requests})
+                    {request.name: dict(request.prior) for request in requests}, suspicious, excluded, dtype)
 
 
 def _ordered(request: HeadRequest) -> Dataset:
@@ -112,19 +134,19 @@ def _tolerance_stop(system: E0LinearSystem, request: HeadRequest, start_e0s: Lis
     """Every CHECK_EVERY batches, solve what has been seen (over all ranks, which check at the
     same batch counts) and stop once every determined E0 is known to within the tolerance."""
     def stop(done: int) -> bool:
-        if done % CHECK_EVERY or done > common_batches:
+        if done % CHECK_EVERY or done > common_batches:  # the same batch counts on every rank
             return False
         seen = E0LinearSystem(system.atomic_numbers, system.weighting, device=system.device)
         seen.load_flat(system.flat())
         if world_size > 1:
             all_reduce_([seen])
-        if seen.n_configs == 0:
-            return False
-        solution = seen.solve(start_e0s, request.prior_e0s)
-        if seen.n_configs - solution.rank < MIN_DEGREES_OF_FREEDOM:
-            return False
-        errors = [e for e, d in zip(solution.standard_errors, solution.determined) if d]
-        return bool(errors) and max(errors) < request.se_tolerance
+        decision = False
+        if seen.n_configs > 0:
+            solution = seen.solve(start_e0s, request.prior_e0s)
+            errors = [e for e, d in zip(solution.standard_errors, solution.determined) if d]
+            decision = (seen.n_configs - solution.rank >= MIN_DEGREES_OF_FREEDOM and bool(errors)
+                        and max(errors) < request.se_tolerance)
+        return agree(decision, world_size > 1)  # a float against a tolerance: rank 0 decides for all
     return stop
 
 

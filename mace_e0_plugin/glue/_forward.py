@@ -47,6 +47,33 @@ def residuals_in_float64(model: torch.nn.Module, batch, output, counts: torch.Te
     return batch.energy.double() - e0_part - interaction.double()
 
 
+# The energy split is checked to this many machine epsilons of the model's dtype, relative to the
+# largest energy: float32 sums of thousands of eV round at ~1e-4 of an eV.
+SPLIT_TOLERANCE_EPS = 1024
+
+
+def check_energy_split(model: torch.nn.Module, batch, output, counts: torch.Tensor) -> None:
+    """``output["energy"]`` must be the E0 sum plus ``output["interaction_energy"]``, which the
+    residuals assume; a model with another energy term (or a changed mace) would give wrong E0s
+    silently. Checked on a pass's first batch: one small sync, once."""
+    interaction = output.get("interaction_energy")
+    if interaction is None:
+        return
+    energy = output["energy"].detach()
+    e0s = model.atomic_energies_fn.atomic_energies.detach().to(energy)
+    heads = batch.head.reshape(-1) if e0s.dim() > 1 else None
+    e0_part = (counts.to(energy) * (e0s[heads] if heads is not None else e0s)).sum(dim=1)
+    gap = (energy - e0_part - interaction.detach()).abs().max()
+    tolerance = SPLIT_TOLERANCE_EPS * torch.finfo(energy.dtype).eps * max(1.0, energy.abs().max().item())
+    if gap.item() > tolerance:
+        from ..errors import E0InputError
+
+        raise E0InputError(
+            f"model: {type(model).__name__}'s energy is not its E0 sum plus its interaction energy (off by "
+            f"{gap.item():.3g} eV on the first batch); the E0 fit needs that split. Use a MACE model whose "
+            "output['energy'] is sum E0 + output['interaction_energy'] (ScaleShiftMACE, MACE).")
+
+
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype):
     """torch's default dtype set for a block, and always restored."""
@@ -113,21 +140,43 @@ class ResidualSample:
         return counts[usable], residuals[usable]
 
 
+def network_for_pass(model: torch.nn.Module, dtype=None) -> torch.nn.Module:
+    """The network a pass runs: ``model`` itself, or a copy in ``dtype`` ('float32', 'float64' or a
+    torch dtype; None: the model's own). The copy leaves the model, its E0s and its training alone."""
+    if dtype is None:
+        return model
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if next(model.parameters()).dtype == dtype:
+        return model
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
+
+
 def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem,
                device: torch.device, progress: Optional[str] = None,
                sample: Optional[ResidualSample] = None,
-               stop: Optional[Callable[[int], bool]] = None) -> E0LinearSystem:
+               stop: Optional[Callable[[int], bool]] = None, ledger=None,
+               network: Optional[torch.nn.Module] = None) -> E0LinearSystem:
     """Add every batch to ``system``: residuals of the model's energies under its current E0s.
 
-    ``stop(n_batches_done)``, if given, is asked after each batch whether enough has been seen.
+    ``network`` (default ``model``) is what runs, e.g. a float32 copy of a float64 model; the E0
+    part of the energy is always ``model``'s own E0s, summed in float64. ``stop(n_batches_done)``,
+    if given, is asked after each batch whether enough has been seen; ``ledger`` keeps every
+    config's row, for finding broken labels after the solve.
     """
-    for done, (batch, output) in enumerate(forward(model, batches, device, progress=progress), start=1):
+    network = model if network is None else network
+    for done, (batch, output) in enumerate(forward(network, batches, device, progress=progress), start=1):
         counts = element_counts(batch)
+        if done == 1:
+            check_energy_split(network, batch, output, counts)
         residuals = residuals_in_float64(model, batch, output, counts)
         loss_weights = batch.weight * batch.energy_weight
         system.update(counts, residuals, loss_weights)
         if sample is not None:
             sample.add(counts, residuals, loss_weights)
+        if ledger is not None:
+            ledger.add(counts, residuals, loss_weights)
         if stop is not None and stop(done):
             break
     return system

@@ -28,9 +28,9 @@ import torch
 
 from ..errors import E0InputError
 from ..math import E0LinearSystem, E0Solution
-from ._distributed import all_reduce_, barrier, broadcast_e0s
+from ._distributed import agree, all_reduce_, barrier, broadcast_e0s
 from ._estimate import Estimate, HeadRequest, estimate_e0s
-from ._forward import element_counts
+from ._forward import check_energy_split, element_counts, residuals_in_float64
 from ._models import model_atomic_numbers, read_e0s, read_state_e0s, state_e0_buffers, write_e0s, write_rows
 
 EPOCH, FINAL = "epoch", "final"
@@ -77,12 +77,13 @@ class Refitter:
     def __init__(self, requests: Sequence[HeadRequest], modes: Dict[str, FrozenSet[str]],
                  model: torch.nn.Module, copies: Sequence[torch.nn.Module], device, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
                  distributed: bool = False, rank: int = 0, one_pass_per_epoch: bool = True,
-                 save: Optional[Callable[[str, object], str]] = None):
+                 save: Optional[Callable[[str, object], str]] = None, pass_dtype=None):
         self.epoch_requests = [r for r in requests if EPOCH in modes[r.name]]
         self.final_requests = [r for r in requests if FINAL in modes[r.name]]
         self.model, self.copies, self.device = model, list(copies), device
         # The final refit's writer of checkpoints (the training door's, whole or not at all).
         self.save = save
+        self.pass_dtype = pass_dtype  # of the network in our own passes (final, LBFGS); the loss's is mace's
         self.loader = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.distributed, self.rank = distributed, rank
         # Statistics from the loss hold only where each config is seen once per epoch; LBFGS
@@ -94,6 +95,7 @@ class Refitter:
         self.saved_e0s: Dict[str, List[float]] = {}  # per head, of the last model mace will save
         self._handles = []
         self._collecting = False
+        self._first_batch = True
 
     # -- epoch refits ---------------------------------------------------------------------------
     def attach(self, *loss_modules: Optional[torch.nn.Module]) -> None:
@@ -112,6 +114,7 @@ class Refitter:
         for system in self.systems.values():
             system.reset()
         self._collecting = True  # validation and mace's error tables call the loss too: not counted
+        self._first_batch = True
 
     @torch.no_grad()
     def _observe(self, _module, args, kwargs, _output) -> None:
@@ -123,7 +126,12 @@ class Refitter:
         if energy is None or ref is None or getattr(ref, "energy", None) is None:
             return
         counts = element_counts(ref)
-        residuals = ref.energy - energy.detach()
+        if self._first_batch:
+            check_energy_split(self.model, ref, pred, counts)
+            self._first_batch = False
+        # In float64 whatever the training dtype, as the first estimate's (a float32 E0 sum of
+        # -1e4 eV keeps ~1e-3 eV).
+        residuals = residuals_in_float64(self.model, ref, pred, counts)
         loss_weights = ref.weight * ref.energy_weight
         heads = getattr(ref, "head", None)
         for request in self.epoch_requests:
@@ -166,7 +174,7 @@ class Refitter:
     def _solve_by_pass(self, requests: Sequence[HeadRequest]) -> Dict[str, E0Solution]:
         try:
             estimate: Estimate = estimate_e0s(self.model, requests, self.device, distributed=self.distributed,
-                                              progress=self.rank == 0, **self.loader)
+                                              progress=self.rank == 0, pass_dtype=self.pass_dtype, **self.loader)
         except E0InputError as error:  # a diverged network: keep what it has, let mace report
             log.warning(f"--E0s_refit: skipped ({error.message})")
             return {}
@@ -177,7 +185,7 @@ class Refitter:
         """Refit, in place, each checkpoint that mace is about to reload to save and evaluate."""
         refits = []
         for swa in ([False, True] if stage_two else [False]):
-            latest = latest_checkpoint(checkpoint_io, swa)
+            latest = agree(latest_checkpoint(checkpoint_io, swa), self.distributed)  # rank 0's view of the files, for all
             if latest is None:
                 continue
             path, epoch = latest
@@ -190,7 +198,13 @@ class Refitter:
 
     def _refit_checkpoint(self, checkpoint: dict, path: str, epoch: int) -> List[Refit]:
         started = time.perf_counter()
-        self.model.load_state_dict(checkpoint["model"], strict=False)  # as mace will load it
+        try:  # exactly the weights mace will load: a key mismatch would refit other weights
+            self.model.load_state_dict(checkpoint["model"], strict=True)
+        except RuntimeError as error:
+            summary = " ".join(str(error).split())[:300]
+            raise E0InputError(f"checkpoint {path}: its keys do not match the model being trained ({summary}); "
+                               "no final refit was made and the checkpoint is left as it was. Refit it later with "
+                               "mace-e0 estimate and apply, on the saved model.") from None
         solutions = self._solve_by_pass(self.final_requests)
         for name, solution in solutions.items():
             index = next(r.index for r in self.final_requests if r.name == name)

@@ -11,7 +11,7 @@ restarted fine-tune read it back through the functions here, and nowhere else.
 import json
 import os
 from math import isfinite
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import NAME_ONLY, E0InputError
 from ..glue import METHOD, Estimate, Refit
@@ -61,10 +61,21 @@ def estimate_report(estimate: Estimate) -> Dict[str, object]:
         extra = {"prior": estimate.priors[name]} if name in estimate.priors else {}
         if name in estimate.sampling:
             extra["sampling"] = estimate.sampling[name]
+        extra["pass_dtype"] = estimate.pass_dtype
+        extra["suspicious_configs"] = suspicious_entries(estimate.suspicious.get(name, []))
+        extra["n_excluded_suspicious"] = estimate.excluded.get(name, 0)
         return {**solution_entry(solution), **extra}
 
     return {"heads": {name: entry(name, s) for name, s in estimate.solutions.items()},
             "timing": dict(estimate.timing)}
+
+
+SUSPICIOUS_FIELDS = ("index", "file", "residual_eV", "residual_per_atom_meV", "config_type", "robust_z")
+
+
+def suspicious_entries(found: Sequence[Mapping[str, object]]) -> List[Dict[str, object]]:
+    """``suspicious_configs``: [{index, file, residual_eV, residual_per_atom_meV, config_type, robust_z}]."""
+    return [{key: entry.get(key) for key in SUSPICIOUS_FIELDS} for entry in found]
 
 
 def refit_entry(refit: Refit) -> Dict[str, object]:

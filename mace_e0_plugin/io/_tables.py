@@ -67,12 +67,30 @@ def format_sampling(sampling: Dict[str, object]) -> str:
     return text
 
 
+def format_suspicious(found, excluded: int = 0) -> str:
+    """The configs whose labels look broken, one line each; empty when there are none."""
+    if not found:
+        return ""
+    from ..math import SUSPICIOUS_ROBUST_Z
+
+    lines = [f"SUSPICIOUS LABELS: {len(found)} config(s) lie more than {SUSPICIOUS_ROBUST_Z:g} robust standard "
+             "deviations from the fit (a failed calculation or a unit slip?); "
+             + (f"{excluded} left out of the fit" if excluded else "kept in the fit")]
+    for entry in found:
+        kind = f", config_type {entry['config_type']}" if entry.get("config_type") else ""
+        lines.append(f"    config {entry['index']} of {entry['file']}{kind}: residual {entry['residual_eV']:+.4f} eV "
+                     f"({entry['residual_per_atom_meV']:+.1f} meV/atom, z {entry['robust_z']:.0f})")
+    return "\n".join(lines)
+
+
 def format_estimate(estimate: Estimate) -> str:
     parts = []
     for head, solution in estimate.solutions.items():
         parts.append(format_solution(head, solution))
         if head in estimate.sampling:
             parts.append(format_sampling(estimate.sampling[head]))
+        if estimate.suspicious.get(head):
+            parts.append(format_suspicious(estimate.suspicious[head], estimate.excluded.get(head, 0)))
     timing = estimate.timing
     if timing:
         parts.append(f"E0 estimate took {timing.get('inference_s', 0.0):.2f} s of inference and "
@@ -128,6 +146,8 @@ def format_diagnosis(diagnosis) -> str:
             f"{'*' if symbol in flagged['forces'] else ' '} {element['model_E0']:>15.6f} "
             f"{_cell(None if isolated is None else element['model_E0'] - isolated, '.6f', 13)}")
     lines.append("F RMSE in the forces' units (eV/A); E0 corrections: what the data ask for, per atom of the element")
+    if entry.get("suspicious_configs"):
+        lines.append(format_suspicious(entry["suspicious_configs"]))
     lines.append(entry["verdict"])
     return "\n".join(lines)
 

@@ -17,8 +17,9 @@ all-reduce, and solved in O(n_elements^3), independent of the data size.
 The data only determine E0s along the row space of A. Along its null space (every frame with
 the same stoichiometry, say) the answer comes from a prior: among all least-squares solutions
 we take the one closest to the prior, so the identifiable combinations fit the data and the
-rest keep the prior's values. The rank is decided on an eigendecomposition (``torch.linalg.eigh``),
-never on CUDA's full-rank-only ``gels`` least-squares driver.
+rest keep the prior's values. The rank is decided on an eigendecomposition (``torch.linalg.eigh``) of
+the Gram matrix equilibrated by its diagonal (``_RowSpace``), never on CUDA's full-rank-only ``gels``
+least-squares driver.
 """
 
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ from ._combinations import Combination, row_space_combinations
 WEIGHTINGS = ("per_atom", "total")
 DEFAULT_WEIGHTING = "per_atom"  # MACE's own energy loss
 
-# Eigenvalues of the Gram matrix below this fraction of the largest count as zero: a singular-value
-# ratio of 1e-5. Exact rank deficiencies (integer counts in fixed ratios) sit near 1e-16.
+# Eigenvalues of the equilibrated Gram matrix below this fraction of the largest count as zero: a
+# singular-value ratio of 1e-5. Exact rank deficiencies (integer counts in fixed ratios) sit near 1e-16.
 DEFAULT_RCOND = 1e-10
 
 # |component of a unit vector outside the row space|^2 below this: the element's E0 is determined alone.
@@ -77,6 +78,14 @@ class E0LinearSystem:
         mixes heads); the others are neither used nor counted. A mask, not an index, so that
         nothing waits for the device.
         """
+        self._add(counts, residuals, loss_weights, selected, 1.0)
+
+    @torch.no_grad()
+    def remove(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
+        """Take configs added before back out (their exact contributions), e.g. broken labels."""
+        self._add(counts, residuals, loss_weights, None, -1.0)
+
+    def _add(self, counts, residuals, loss_weights, selected, sign: float) -> None:
         counts = counts.to(self.fit_moments)
         residuals = residuals.to(self.fit_moments).reshape(-1)
         loss_weights = loss_weights.to(self.fit_moments).reshape(-1)
@@ -89,9 +98,10 @@ class E0LinearSystem:
         rows = torch.cat([counts, torch.where(used, residuals, 0.0).unsqueeze(1)], dim=1)
         per_atom = used / counts.sum(dim=1).clamp(min=1.0) ** 2
         fit_weights = per_atom * loss_weights if self.weighting == "per_atom" else used.to(rows)
-        self.fit_moments += (rows * fit_weights.unsqueeze(1)).T @ rows
-        self.rmse_moments += (rows * per_atom.unsqueeze(1)).T @ rows
-        self.tally += torch.stack([used.sum(), (selected & ~labelled).sum(), (labelled & ~finite).sum()]).to(self.tally)
+        self.fit_moments += sign * ((rows * fit_weights.unsqueeze(1)).T @ rows)
+        self.rmse_moments += sign * ((rows * per_atom.unsqueeze(1)).T @ rows)
+        self.tally += sign * torch.stack([used.sum(), (selected & ~labelled).sum(),
+                                          (labelled & ~finite).sum()]).to(self.tally)
 
     # -- counts ---------------------------------------------------------------------------------
     @property
@@ -170,25 +180,23 @@ class E0LinearSystem:
         gram, rhs = self.fit_moments[:n, :n], self.fit_moments[:n, n]
         # Minimum-norm correction relative to the prior: x = d + G^+ (h - G d).
         gradient = (rhs - gram @ offset)[index]
-        eigenvalues, eigenvectors = torch.linalg.eigh(gram[index][:, index])
-        kept = eigenvalues > rcond * eigenvalues.max()
-        basis, values = eigenvectors[:, kept], eigenvalues[kept]
+        subspace = _RowSpace(gram[index][:, index], rcond)
         correction = offset.clone()
-        correction[index] += basis @ ((basis.T @ gradient) / values)
+        correction[index] += subspace.pseudo_inverse @ gradient
 
-        rank = int(kept.sum().item())
+        rank = subspace.rank
         residual_sum = _quadratic_residual(self.fit_moments, correction)
         degrees_of_freedom = self.n_configs - rank
         variance = residual_sum / degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
-        pseudo_inverse_diagonal = ((basis / values) * basis).sum(dim=1)
-        null_weight = 1.0 - (basis * basis).sum(dim=1)  # |component of e_j outside the row space|^2
-        determined_present = null_weight < DETERMINED_TOLERANCE
+        pseudo_inverse_diagonal = subspace.pseudo_inverse.diagonal()
+        determined_present = subspace.null_weight < DETERMINED_TOLERANCE
         standard_errors = torch.full((n,), float("nan"), dtype=torch.float64, device=self.device)
         standard_errors[index] = torch.where(
             determined_present, (variance * pseudo_inverse_diagonal).clamp(min=0).sqrt(),
             torch.full_like(pseudo_inverse_diagonal, float("nan")))
         determined = torch.zeros(n, dtype=torch.bool, device=self.device)
         determined[index] = determined_present
+        basis = subspace.row_basis
 
         present_numbers = [self.atomic_numbers[i] for i in index.tolist()]
         combinations = (row_space_combinations(basis.T.cpu().numpy(), present_numbers)
@@ -204,13 +212,41 @@ class E0LinearSystem:
             present=present.tolist(),
             determined=determined.tolist(),
             rank=rank,
-            condition_number=sqrt((values.max() / values.min()).item()),
+            condition_number=subspace.condition_number,
             determined_combinations=combinations,
             n_configs=self.n_configs,
             n_skipped=self.n_skipped,
             rmse_per_atom_before_meV=1e3 * sqrt(max(self.rmse_moments[n, n].item(), 0.0) / m),
             rmse_per_atom_after_meV=1e3 * sqrt(_quadratic_residual(self.rmse_moments, correction) / m),
         )
+
+
+class _RowSpace:
+    """The row space of A from its Gram matrix G = A^T W A, decided on G equilibrated by its diagonal.
+
+    Scaling every element's column to unit norm first (D G D, D = diag(G)^-1/2) makes the rank test
+    blind to how often an element occurs: an element in three frames of a million is as well
+    conditioned as one in every frame, while elements in fixed ratios (a single stoichiometry)
+    still give exact zeros. Null directions of G are D times those of D G D; the row space is their
+    orthogonal complement, and the pseudo-inverse is P (D (D G D)^+ D) P with P its projector, so
+    the answer is still the least-squares solution closest to the prior in plain eV.
+    """
+
+    def __init__(self, gram: torch.Tensor, rcond: float):
+        scale = gram.diagonal().clamp(min=torch.finfo(gram.dtype).tiny).rsqrt()
+        values, vectors = torch.linalg.eigh(scale[:, None] * gram * scale[None, :])
+        kept = values > rcond * values.max()
+        self.rank = int(kept.sum().item())
+        size = gram.shape[0]
+        null = torch.linalg.qr(scale[:, None] * vectors[:, ~kept])[0] if self.rank < size else gram[:, :0]
+        projector = torch.eye(size, dtype=gram.dtype, device=gram.device) - null @ null.T
+        inverse = (scale[:, None] * vectors[:, kept] / values[kept]) @ (vectors[:, kept].T * scale[None, :])
+        self.pseudo_inverse = projector @ inverse @ projector
+        self.null_weight = (null * null).sum(dim=1)  # |component of e_j in the null space|^2
+        self.row_basis = torch.linalg.qr(vectors[:, kept] / scale[:, None])[0]  # orthonormal columns
+        # Of sqrt(W) A itself (not equilibrated), over the retained directions: what the report means.
+        plain = torch.linalg.eigvalsh(gram)[size - self.rank:]
+        self.condition_number = sqrt((plain.max() / plain.min()).item())
 
 
 def _quadratic_residual(moments: torch.Tensor, correction: torch.Tensor) -> float:

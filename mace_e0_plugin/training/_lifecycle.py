@@ -34,7 +34,9 @@ from ..errors import E0InputError
 from ..doors import OPTIONS, training_spelling
 
 KEYWORD = "linear_system"
-OUR_OPTIONS = ("prior", "weighting", "max_configs", "se_tolerance", "refit")  # as --E0s_<name> in mace's parser
+# Ours, as --E0s_<name> in mace's parser; each can be set per head too, but the pass dtype (one network).
+OUR_OPTIONS = ("prior", "weighting", "max_configs", "se_tolerance", "refit", "exclude_suspicious", "dtype")
+HEAD_OPTIONS = ("weighting", "max_configs", "se_tolerance", "refit", "exclude_suspicious")
 ERROR_PREFIX = "mace-e0-plugin: error: "
 
 log = logging.getLogger("mace_e0_plugin")
@@ -70,6 +72,7 @@ class HeadPlan:
     max_configs: Optional[int] = None
     se_tolerance: Optional[float] = None
     refit: FrozenSet[str] = frozenset()  # --E0s_refit: when to re-solve during and after training
+    exclude_suspicious: bool = False  # --E0s_exclude_suspicious: fit without broken-looking labels
     isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
     n_train_configs: Optional[int] = None  # xyz heads: before mace replicates them for replay
 
@@ -104,8 +107,7 @@ def plan_run(args) -> Optional["LinearSystemRun"]:
 
         try:
             energy_key = head.get("energy_key", args.energy_key)
-            values = {option: OPTIONS[option].value(given(option))
-                      for option in ("weighting", "max_configs", "se_tolerance", "refit")}
+            values = {option: OPTIONS[option].value(given(option)) for option in HEAD_OPTIONS}
             prior = prior_from(given("prior"), energy_key)
         except E0InputError as error:  # where a heads: block set it, say which head and where
             spell = functools.partial(training_spelling, head=name, head_options=head)
@@ -115,8 +117,8 @@ def plan_run(args) -> Optional["LinearSystemRun"]:
         plans[name] = HeadPlan(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
                                train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
                                max_configs=values["max_configs"], se_tolerance=values["se_tolerance"],
-                               refit=MODES[values["refit"]])
-    return LinearSystemRun(args, plans)
+                               refit=MODES[values["refit"]], exclude_suspicious=values["exclude_suspicious"])
+    return LinearSystemRun(args, plans, OPTIONS["dtype"].value(getattr(args, "E0s_dtype", None)))
 
 
 def _head_dicts(args) -> Dict[str, dict]:
@@ -135,9 +137,10 @@ def _symbols(numbers) -> str:
 class LinearSystemRun:
     """One mace_run_train run that asked for linear_system on some head: its steps."""
 
-    def __init__(self, args, heads: Dict[str, HeadPlan]):
+    def __init__(self, args, heads: Dict[str, HeadPlan], pass_dtype: str):
         self.args = args
         self.heads = heads
+        self.pass_dtype = pass_dtype  # --E0s_dtype: the network's dtype in our passes (not the loss's)
         self._foundation_e0s: Optional[Dict[int, float]] = None
         self.refitter = None  # a glue.Refitter while tools.train runs, if any head refits
         self.report: Dict[str, object] = {}  # the JSON report's content
@@ -188,12 +191,13 @@ class LinearSystemRun:
                         **_unused) -> bool:
         """Collect, solve, write the new E0s into every copy of the model, and report; then set up
         the refits of --E0s_refit. False when nothing is left to do in this run."""
+        from ..glue import agree
         from ._mace_run import restored_from_checkpoint
 
         self.rank = rank
         requests = self._head_requests(model, train_loader.dataset)
         copies = [model] + ([swa.model] if swa is not None else [])
-        if restored_from_checkpoint(self.args, checkpoint_handler):
+        if agree(restored_from_checkpoint(self.args, checkpoint_handler), distributed):  # rank 0's file system decides
             from ..io import read_report, report_path
 
             log.info(f"--E0s={KEYWORD}: restarted from a checkpoint, whose E0s were already re-estimated; "
@@ -214,7 +218,7 @@ class LinearSystemRun:
         self.refitter = Refitter(requests, modes, model, copies, device, save=save_torch,
                                  batch_size=args.valid_batch_size, num_workers=args.num_workers,
                                  pin_memory=args.pin_memory, distributed=distributed, rank=rank,
-                                 one_pass_per_epoch=not isinstance(optimizer, LBFGS))
+                                 one_pass_per_epoch=not isinstance(optimizer, LBFGS), pass_dtype=self.pass_dtype)
         self.refitter.attach(loss_fn, swa.loss_fn if swa is not None else None)
         return True
 
@@ -229,17 +233,29 @@ class LinearSystemRun:
         estimate = estimate_e0s(model, requests, device, batch_size=args.valid_batch_size,
                                 num_workers=args.num_workers, pin_memory=args.pin_memory,
                                 distributed=distributed, progress=(rank == 0),
-                                sample_limit=SAMPLE_SIZE if plotting else 0)
+                                sample_limit=SAMPLE_SIZE if plotting else 0, pass_dtype=self.pass_dtype)
         for request in requests:
             for copy in copies:
                 write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
         content = estimate_report(estimate)
         if rank == 0:
             log.info("\n" + format_estimate(estimate))
+            self._warn_suspicious(estimate)
             written = write_outputs(self._outputs(plotting), content, estimate)
             for what, path in written.items():
                 log.info(f"--E0s={KEYWORD}: {what} written to {path}")
         return content
+
+    def _warn_suspicious(self, estimate) -> None:
+        """One warning per broken-looking label, before the first epoch, naming it."""
+        for head, found in estimate.suspicious.items():
+            left_out = estimate.excluded.get(head, 0)
+            for entry in found:
+                log.warning(f"head '{head}': training config {entry['index']} of {self.heads[head].source} looks like "
+                            f"a broken label: residual {entry['residual_eV']:+.4f} eV after the E0 fit "
+                            f"({entry['residual_per_atom_meV']:+.1f} meV/atom, robust z {entry['robust_z']:.0f}); "
+                            + ("left out of the fit (--E0s_exclude_suspicious)" if left_out else
+                               "kept in the fit; check it, or pass --E0s_exclude_suspicious=true"))
 
     def _head_requests(self, model, dataset):
         from ..doors import build_request
@@ -259,7 +275,7 @@ class LinearSystemRun:
             request, prior_info, lacking = build_request(
                 model, name, data, plan.prior, fallback=foundation, weighting=plan.weighting,
                 max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(self.args, "seed", 0),
-                energy_key=plan.energy_key)
+                energy_key=plan.energy_key, exclude_suspicious=plan.exclude_suspicious)
             log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {prior_info['source']}"
                      + (f"; it lacks {_symbols(lacking)}, which keep the foundation's E0s" if lacking else ""))
             requests.append(request)

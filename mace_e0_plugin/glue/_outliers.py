@@ -1,0 +1,84 @@
+"""Broken labels found before training (MACE glue): every config's residual after the fit, judged
+against the others' robust spread (``math.suspicious_mask``), named by its place in the input.
+
+The pass keeps one row per config of this rank's shard, on the device (``ResidualLedger``); after
+the solve the fitted residuals of all ranks are gathered, so every rank lists the same configs.
+"""
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from ..math import E0LinearSystem, E0Solution, suspicious_mask, suspicious_scores
+from ._distributed import all_gather_tensors, all_reduce_
+
+Origin = Callable[[int], Dict[str, object]]  # dataset position -> {"index", "file", "config_type"}
+
+
+class ResidualLedger:
+    """Counts, residual and loss weight of every config a pass sees, in the order it sees them,
+    kept on the device: (elements + 2) numbers a config, copied nowhere until the solve."""
+
+    def __init__(self, positions: Sequence[int]):
+        self.positions = list(positions)  # each row's position in the request's dataset
+        self._parts = []
+
+    def add(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
+        self._parts.append((counts.to(torch.float32), residuals.double(), loss_weights.double()))
+
+    def rows(self):
+        """(counts, residuals, loss weights, positions) of the labelled, finite configs."""
+        if not self._parts:
+            return None
+        counts, residuals, weights = (torch.cat(part) for part in zip(*self._parts))
+        positions = torch.tensor(self.positions[:len(residuals)], device=residuals.device)
+        usable = (weights > 0) & torch.isfinite(residuals)
+        return counts[usable], residuals[usable], weights[usable], positions[usable]
+
+
+def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin,
+                    distributed: bool = False) -> List[Dict[str, object]]:
+    """The suspicious configs of every rank's shard, most suspicious first."""
+    rows = ledger.rows()
+    if rows is None:
+        empty = torch.zeros(0, dtype=torch.float64)
+        counts, residuals, positions = empty.reshape(0, len(solution.atomic_numbers)), empty, empty.long()
+    else:
+        counts, residuals, _, positions = rows
+    correction = torch.tensor(solution.corrections, dtype=torch.float64, device=residuals.device)
+    fitted = residuals - counts.double() @ correction
+    n_atoms = counts.sum(dim=1).double()
+    fitted, n_atoms, positions = all_gather_tensors([fitted, n_atoms, positions], distributed)
+    if fitted.numel() == 0:
+        return []
+    scores, _ = suspicious_scores(fitted, n_atoms)
+    flagged = suspicious_mask(fitted, n_atoms).nonzero().flatten().tolist()
+    flagged.sort(key=lambda i: -float(scores[i]))
+    return [{**origin(int(positions[i])), "residual_eV": float(fitted[i]),
+             "residual_per_atom_meV": 1e3 * float(fitted[i] / n_atoms[i]), "robust_z": float(scores[i])}
+            for i in flagged]
+
+
+def exclude(system: E0LinearSystem, ledger: ResidualLedger, suspicious: Sequence[Dict[str, object]],
+            distributed: bool = False) -> int:
+    """Take the suspicious configs out of ``system`` (summed over ranks); returns how many."""
+    rows = ledger.rows()
+    gone = E0LinearSystem(system.atomic_numbers, system.weighting, device=system.device)
+    wanted = {entry["position"] for entry in suspicious}
+    if rows is not None and wanted:
+        counts, residuals, weights, positions = rows
+        mask = torch.tensor([int(p) in wanted for p in positions.tolist()], device=residuals.device)
+        gone.update(counts[mask], residuals[mask], weights[mask])
+    if distributed:
+        all_reduce_([gone])
+    system.load_flat(system.flat() - gone.flat())
+    return gone.n_configs
+
+
+def origin_of(origins: Optional[Sequence[Dict[str, object]]], default_file: Optional[str]) -> Origin:
+    """Where a dataset position came from: the data's own record, or just the position."""
+    def origin(position: int) -> Dict[str, object]:
+        if origins is not None and position < len(origins):
+            return {"position": position, **origins[position]}
+        return {"position": position, "index": position, "file": default_file, "config_type": None}
+    return origin
