@@ -21,7 +21,7 @@ WATER = {1: 2, 8: 1}  # every config water: rank 1 of 2, the null space is along
 REPORT_KEYS = {"E0s", "prior_E0s", "starting_E0s", "corrections", "standard_errors", "rank", "n_elements",
                "condition_number", "n_configs", "n_skipped", "weighting", "determined_combinations",
                "determined_coefficients", "present_elements", "rmse_per_atom_before_meV",
-               "rmse_per_atom_after_meV", "prior"}
+               "rmse_per_atom_after_meV", "prior", "pass_dtype", "suspicious_configs", "n_excluded_suspicious"}
 
 
 def noisy_configs(foundation, n_configs=30, seed=11, **kwargs):
@@ -280,3 +280,21 @@ def test_the_default_pass_is_float32_and_within_1e_4_ev_of_float64(foundation):
     differences = [abs(fast.e0s[z] - exact.e0s[z]) for z in exact.e0s]
     assert 0 < max(differences) < 1e-4  # it really ran in float32, and it does not matter
     assert next(foundation.model.parameters()).dtype == torch.float64  # on a copy: the model is as it was
+
+
+def test_a_model_with_another_energy_term_is_refused_with_one_line_naming_it(foundation, planted_train):
+    import copy
+
+    model = copy.deepcopy(foundation.model)
+
+    def another_term(_module, _inputs, output):  # e.g. a dispersion correction added to the energy only
+        output["energy"] = output["energy"] + 0.5
+        return output
+
+    model.register_forward_hook(another_term)
+    for dtype in ("float64", "float32"):
+        with pytest.raises(E0InputError) as error:
+            reestimate_e0s(model, [planted_train], "REF_energy", dtype=dtype, progress=False)
+        message = str(error.value)
+        assert message.startswith("model: ScaleShiftMACE's energy is not its E0 sum plus its interaction energy")
+        assert "(off by 0.5" in message and "\n" not in message  # float32 sums round at ~1e-3 eV here

@@ -1,6 +1,7 @@
 """mace-e0 estimate / show / apply, their bad inputs, and agreement with an independent NumPy fit."""
 
 import json
+import re
 
 import ase.io
 import numpy as np
@@ -217,3 +218,15 @@ def test_a_float32_model_runs_in_float32_and_keeps_float64_accuracy(foundation, 
     # with float64 graphs and the E0 part summed in float64 they are 2e-8 eV off.
     assert heads[0]["E0s"] == pytest.approx(heads[1]["E0s"], abs=1e-6)
     assert heads[0]["corrections"] != heads[1]["corrections"]  # the network did run in float32
+
+
+@pytest.mark.shared
+def test_mace_e0_prints_no_third_party_noise_unless_verbose(tmp_path):
+    model = shared_path("models", "mace01_cho_xtb.model")
+    quiet = run_command(["mace-e0", "show", str(model)], cwd=tmp_path)
+    assert quiet.returncode == 0 and "-10.707211383396714" in quiet.stdout  # H's E0, exactly
+    noise = [line for line in (quiet.stdout + quiet.stderr).splitlines()
+             if re.search("cuequivariance|warning", line, re.IGNORECASE)]
+    assert noise == []
+    loud = run_command(["mace-e0", "--verbose", "show", str(model)], cwd=tmp_path)
+    assert loud.returncode == 0 and "cuequivariance" in loud.stdout + loud.stderr

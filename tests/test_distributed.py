@@ -125,7 +125,8 @@ def run_training_entry(model, replay, tuned, folder, rank, distributed):
         E0s="linear_system", heads=None, foundation_model=str(folder / "foundation.model"),
         foundation_head="pt_head", energy_key="REF_energy", train_file=str(folder / "tuned.xyz"),
         E0s_prior=None, E0s_weighting="per_atom", results_dir=str(folder / f"results-{rank}"),
-        name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False, E0s_refit="none")
+        name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False, E0s_refit="none",
+        E0s_dtype="float64")
     DOOR.configure(args)
     loader = torch_geometric.dataloader.DataLoader(ConcatDataset([replay, tuned]), batch_size=6,
                                                    shuffle=True, drop_last=True)

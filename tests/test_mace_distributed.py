@@ -78,7 +78,7 @@ def common_argv(foundation_path: Path, train: Path, valid: Path, *extra: str) ->
             "--train_file", str(train), "--valid_file", str(valid), "--energy_key", "REF_energy",
             "--forces_key", "REF_forces", "--batch_size", "8", "--valid_batch_size", "16",
             "--default_dtype", "float64", "--E0s", "linear_system", "--E0s_refit", "epoch+final",
-            "--plot", "False", *extra]
+            "--E0s_dtype", "float64", "--plot", "False", *extra]  # float64 passes: equal to 1e-8 eV
 
 
 def single_process_e0s(model_path: Path, train: Path) -> Dict[str, float]:

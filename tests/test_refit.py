@@ -344,3 +344,25 @@ def test_restart_keeps_the_checkpoints_e0s_and_refits_go_on(foundation, tmp_path
     # The restart's first refit started from the checkpoint's E0s: it moved them by about the 0.5 eV shift.
     moved = [second["refits"][1]["E0s"][z] - e for z, e in zip(("1", "6", "8"), checkpoint_e0s)]
     assert moved == pytest.approx([0.5, 0.5, 0.5], abs=0.15)
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_error_and_is_left_as_it_was(two_heads, tmp_path):
+    from pathlib import Path
+
+    from mace.tools import CheckpointHandler
+
+    from mace_e0_plugin.errors import E0InputError
+
+    model, _, tuned = load_two_heads(two_heads)
+    refitter = Refitter([default_request(model, tuned)], {"Default": frozenset({FINAL})}, model, [model], "cpu",
+                        batch_size=4, save=save_torch)
+    handler = CheckpointHandler(directory=str(tmp_path / "checkpoints"), tag="ft")
+    state = {"model": dict(model.state_dict()), "optimizer": {}, "lr_scheduler": {}}
+    state["model"]["readout_extra.weight"] = torch.zeros(2)  # another network's key
+    handler.io.save(state, epochs=0)
+    path = Path(handler.io._get_latest_checkpoint_path(swa=False))
+    before = path.read_bytes()
+    with pytest.raises(E0InputError) as error:
+        refitter.final(handler.io, stage_two=False)
+    assert str(path) in str(error.value) and "keys do not match" in str(error.value) and "\n" not in str(error.value)
+    assert path.read_bytes() == before  # no refit of other weights, and nothing written
