@@ -103,7 +103,7 @@ def main() -> None:
                    f"| {what} ({runs['float64']['n_configs']}) | | {e0:.1e} | {combination:.1e} |")
             rows.append(row)
             print(row, flush=True)
-    worst = max(float(row.split("|")[-3]) for row in rows)
+    worst = max(float(value) for row in rows for value in row.split("|")[-3:-1])
     record("dtype_accuracy", "python benchmarks/dtype_accuracy.py", f"""
 The float32 pass (the default) against float64, on every set in ../shared: `mace-e0 estimate`
 end to end from the file (times: float32 / float64), and a one-epoch fine-tune's first estimate

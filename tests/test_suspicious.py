@@ -80,3 +80,27 @@ def test_three_corrupted_labels_among_300_real_molecules_and_only_they_are_liste
     for entry in listed:  # the residual is the planted shift, less what the fit absorbed of it
         assert entry["residual_eV"] == pytest.approx(CORRUPTIONS[entry["index"]], rel=0.1)
     assert "SUSPICIOUS LABELS: 3 config(s)" in out and f"config 230 of {data}" in out
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_the_same_three_are_named_in_the_training_log_before_the_first_epoch(tmp_path, caplog):
+    model = shared_path("models", "mace_spice_15el.model")
+    frames = ase.io.read(shared_path("data", "ethanol-methanol-pbe", "test_eth_meth.xyz"), ":")
+    frames = frames[::max(1, len(frames) // 300)][:300]
+    for index, shift in CORRUPTIONS.items():
+        frames[index].info["REF_energy"] += shift
+    train = write_xyz(tmp_path / "held_out.xyz", frames)
+    valid = write_xyz(tmp_path / "valid.xyz", frames[:4])
+    argv = ["--name", "ft", "--work_dir", str(tmp_path / "run"), "--seed", "1", "--foundation_model", str(model),
+            "--train_file", str(train), "--valid_file", str(valid), "--energy_key", "REF_energy",
+            "--forces_key", "REF_forces", "--max_num_epochs", "1", "--batch_size", "32", "--valid_batch_size", "64",
+            "--device", "cpu", "--default_dtype", "float64", "--E0s", "linear_system", "--E0s_refit", "none",
+            "--E0s_prior", "foundation", "--multiheads_finetuning", "False", "--plot", "False"]
+    with caplog.at_level("WARNING", logger="mace_e0_plugin"):
+        mace_train(argv)
+    named = [r.getMessage() for r in caplog.records if "looks like a broken label" in r.getMessage()]
+    assert sorted(int(m.split("training config ")[1].split()[0]) for m in named) == sorted(CORRUPTIONS)
+    assert all(str(train) in message for message in named)
+    listed = report(tmp_path / "run")["heads"]["Default"]["suspicious_configs"]
+    assert sorted(entry["index"] for entry in listed) == sorted(CORRUPTIONS)
