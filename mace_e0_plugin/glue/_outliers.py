@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ..math import E0LinearSystem, E0Solution, suspicious_mask, suspicious_scores
+from ..math import SUSPICIOUS_ROBUST_Z, E0LinearSystem, E0Solution, suspicious_scores
 from ._distributed import all_gather_tensors, all_reduce_
 
 Origin = Callable[[int], Dict[str, object]]  # dataset position -> {"index", "file", "config_type"}
@@ -17,14 +17,15 @@ Origin = Callable[[int], Dict[str, object]]  # dataset position -> {"index", "fi
 
 class ResidualLedger:
     """Counts, residual and loss weight of every config a pass sees, in the order it sees them,
-    kept on the device: (elements + 2) numbers a config, copied nowhere until the solve."""
+    kept on the device (counts as int16: an element's atoms in a config stay below 32768), copied
+    nowhere until the solve."""
 
     def __init__(self, positions: Sequence[int]):
         self.positions = list(positions)  # each row's position in the request's dataset
         self._parts = []
 
     def add(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
-        self._parts.append((counts.to(torch.float32), residuals.double(), loss_weights.double()))
+        self._parts.append((counts.to(torch.int16), residuals.double(), loss_weights.double()))
 
     def rows(self):
         """(counts, residuals, loss weights, positions) of the labelled, finite configs."""
@@ -33,7 +34,7 @@ class ResidualLedger:
         counts, residuals, weights = (torch.cat(part) for part in zip(*self._parts))
         positions = torch.tensor(self.positions[:len(residuals)], device=residuals.device)
         usable = (weights > 0) & torch.isfinite(residuals)
-        return counts[usable], residuals[usable], weights[usable], positions[usable]
+        return counts[usable].double(), residuals[usable], weights[usable], positions[usable]
 
 
 def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin,
@@ -52,7 +53,7 @@ def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin
     if fitted.numel() == 0:
         return []
     scores, _ = suspicious_scores(fitted, n_atoms)
-    flagged = suspicious_mask(fitted, n_atoms).nonzero().flatten().tolist()
+    flagged = (scores > SUSPICIOUS_ROBUST_Z).nonzero().flatten().tolist()
     flagged.sort(key=lambda i: -float(scores[i]))
     return [{**origin(int(positions[i])), "residual_eV": float(fitted[i]),
              "residual_per_atom_meV": 1e3 * float(fitted[i] / n_atoms[i]), "robust_z": float(scores[i])}

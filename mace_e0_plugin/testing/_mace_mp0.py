@@ -90,10 +90,10 @@ def build_mace_mp0_medium_like(seed: int = 0, dtype: str = "float64"):
     from e3nn import o3
     from mace import modules
 
+    from ..glue import default_dtype
+
     spec = MP0_MEDIUM_ARCHITECTURE
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, dtype))
-    try:
+    with default_dtype(getattr(torch, dtype)):
         torch.manual_seed(seed)
         atomic_numbers = sorted(MP0_E0S)
         block = modules.interaction_classes[spec["interaction"]]
@@ -108,6 +108,4 @@ def build_mace_mp0_medium_like(seed: int = 0, dtype: str = "float64"):
             correlation=spec["correlation"], gate=torch.nn.functional.silu,
             radial_MLP=list(spec["radial_MLP"]), radial_type="bessel", heads=["Default"],
             atomic_inter_scale=[MP0_SCALE], atomic_inter_shift=[MP0_SHIFT])
-    finally:
-        torch.set_default_dtype(previous)
     return model

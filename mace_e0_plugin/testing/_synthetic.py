@@ -106,9 +106,9 @@ def build_foundation(e0s: Dict[int, float], heads: Sequence[str] = ("Default",),
     from e3nn import o3
     from mace import modules
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, dtype))
-    try:
+    from ..glue import default_dtype
+
+    with default_dtype(getattr(torch, dtype)):
         torch.manual_seed(seed)
         atomic_numbers = sorted(e0s)
         energies = np.array([[e0s[z] for z in atomic_numbers]] * len(heads))
@@ -121,8 +121,6 @@ def build_foundation(e0s: Dict[int, float], heads: Sequence[str] = ("Default",),
             atomic_numbers=atomic_numbers, correlation=2, gate=torch.nn.functional.silu,
             radial_MLP=[16, 16], radial_type="bessel", heads=list(heads),
             atomic_inter_scale=[1.0] * len(heads), atomic_inter_shift=[0.0] * len(heads))
-    finally:
-        torch.set_default_dtype(previous)
     return model
 
 
@@ -172,24 +170,19 @@ def predict_energies(model, configs, head: Optional[str] = None, batch_size: int
 
 def _graphs(model, configs, head: Optional[str]):
     """The configs as graphs for ``model`` (in its dtype), positions and species only."""
-    import torch
     from mace import data
 
-    from ..glue import model_atomic_numbers, model_heads
+    from ..glue import default_dtype, model_atomic_numbers, model_heads
 
     heads = model_heads(model)
     z_table = _table(model_atomic_numbers(model))
     r_max = float(model.r_max)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(next(model.parameters()).dtype)
-    try:
-        graphs = []
+    graphs = []
+    with default_dtype(next(model.parameters()).dtype):
         for atoms in configs:
             config = data.config_from_atoms(atoms, key_specification=data.KeySpecification(),
                                             head_name=head or heads[0])
             graphs.append(data.AtomicData.from_config(config, z_table=z_table, cutoff=r_max, heads=heads))
-    finally:
-        torch.set_default_dtype(previous)
     return graphs
 
 
