@@ -237,6 +237,12 @@ class LinearSystemRun:
         for request in requests:
             for copy in copies:
                 write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
+        for request in requests:  # name broken-looking labels by their place in the training file
+            from ._mace_run import locate_in_files
+
+            located = locate_in_files(request.dataset, estimate.suspicious.get(request.name, []),
+                                      self.heads[request.name].train_files)
+            estimate.suspicious[request.name] = located
         content = estimate_report(estimate)
         if rank == 0:
             log.info("\n" + format_estimate(estimate))
@@ -251,7 +257,9 @@ class LinearSystemRun:
         for head, found in estimate.suspicious.items():
             left_out = estimate.excluded.get(head, 0)
             for entry in found:
-                log.warning(f"head '{head}': training config {entry['index']} of {self.heads[head].source} looks like "
+                where = (f"config {entry['index']} of {entry['file']}" if entry.get("located")
+                         else f"training config {entry['index']} of {self.heads[head].source}")
+                log.warning(f"head '{head}': {where} looks like "
                             f"a broken label: residual {entry['residual_eV']:+.4f} eV after the E0 fit "
                             f"({entry['residual_per_atom_meV']:+.1f} meV/atom, robust z {entry['robust_z']:.0f}); "
                             + ("left out of the fit (--E0s_exclude_suspicious)" if left_out else

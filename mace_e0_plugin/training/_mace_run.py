@@ -75,3 +75,39 @@ def restored_from_checkpoint(args, checkpoint_handler) -> bool:
         return False
     prefix = f"{io.tag}_epoch-"
     return any(name.startswith(prefix) and name.endswith(".pt") for name in os.listdir(io.directory))
+
+
+# Angstrom: positions read back from extxyz match a graph's to this (float32 graphs keep ~1e-6).
+POSITION_TOLERANCE = 1e-4
+
+
+def locate_in_files(dataset, found, train_files) -> list:
+    """The suspicious configs ``found`` (positions in the head's training set, as mace holds it:
+    after its validation split) with their place in the extxyz training file(s) instead, matched by
+    species and positions, and the file's config_type; those not found keep the training-set place.
+    The files are read only when there is something to name."""
+    if not found:
+        return []
+    import ase.io
+    import numpy as np
+
+    frames = []  # (file, index in the input counting files in order, Atoms)
+    offset = 0
+    for path in train_files:
+        try:
+            atoms_list = ase.io.read(path, index=":")
+        except Exception:  # h5, LMDB, or unreadable: keep the training-set places
+            return list(found)
+        frames += [(path, offset + i, atoms) for i, atoms in enumerate(atoms_list)]
+        offset += len(atoms_list)
+    located = []
+    for entry in found:
+        graph = dataset[entry["position"]]
+        positions = graph.positions.detach().double().cpu().numpy()
+        for path, index, atoms in frames:
+            if len(atoms) == len(positions) and np.allclose(atoms.positions, positions, atol=POSITION_TOLERANCE):
+                entry = {**entry, "index": index, "file": path, "config_type": atoms.info.get("config_type"),
+                         "located": True}
+                break
+        located.append(entry)
+    return located
