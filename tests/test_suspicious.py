@@ -62,14 +62,19 @@ def test_excluding_them_is_the_fit_without_them(foundation, tmp_path):
     assert kept.e0s == pytest.approx(everything, abs=1e-8)  # by default: the optimum of MACE's loss on all
 
 
-@pytest.mark.shared
-def test_three_corrupted_labels_among_300_real_molecules_and_only_they_are_listed(tmp_path, capsys):
-    model = shared_path("models", "mace_spice_15el.model")
+def corrupted_held_out(folder):
+    """300 held-out PBE molecules (ethanol-methanol test set), three with a broken label; (file, frames)."""
     frames = ase.io.read(shared_path("data", "ethanol-methanol-pbe", "test_eth_meth.xyz"), ":")
     frames = frames[::max(1, len(frames) // 300)][:300]
     for index, shift in CORRUPTIONS.items():
         frames[index].info["REF_energy"] += shift
-    data = write_xyz(tmp_path / "held_out.xyz", frames)
+    return write_xyz(folder / "held_out.xyz", frames), frames
+
+
+@pytest.mark.shared
+def test_three_corrupted_labels_among_300_real_molecules_and_only_they_are_listed(tmp_path, capsys):
+    model = shared_path("models", "mace_spice_15el.model")
+    data, _ = corrupted_held_out(tmp_path)
     diag = tmp_path / "DIAG.json"
     code = main(["diagnose", str(model), str(data), "--energy-key", "REF_energy", "--forces-key", "REF_forces",
                  "--output", str(diag)])
@@ -87,11 +92,7 @@ def test_three_corrupted_labels_among_300_real_molecules_and_only_they_are_liste
 @pytest.mark.slow
 def test_the_same_three_are_named_in_the_training_log_before_the_first_epoch(tmp_path, caplog):
     model = shared_path("models", "mace_spice_15el.model")
-    frames = ase.io.read(shared_path("data", "ethanol-methanol-pbe", "test_eth_meth.xyz"), ":")
-    frames = frames[::max(1, len(frames) // 300)][:300]
-    for index, shift in CORRUPTIONS.items():
-        frames[index].info["REF_energy"] += shift
-    train = write_xyz(tmp_path / "held_out.xyz", frames)
+    train, frames = corrupted_held_out(tmp_path)
     valid = write_xyz(tmp_path / "valid.xyz", frames[:4])
     argv = ["--name", "ft", "--work_dir", str(tmp_path / "run"), "--seed", "1", "--foundation_model", str(model),
             "--train_file", str(train), "--valid_file", str(valid), "--energy_key", "REF_energy",
