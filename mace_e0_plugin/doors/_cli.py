@@ -19,7 +19,7 @@ import sys
 import warnings
 from typing import List, Optional
 
-from ..errors import NAME_ONLY, E0InputError
+from ..errors import E0InputError
 from ._options import OPTIONS, checked, cli_spelling
 
 PROG = "mace-e0"
@@ -120,10 +120,8 @@ def apply(args) -> int:
     from ..io import Outputs, read_e0s_or_report, write_outputs
     from ._sequence import resolve_model
 
-    if os.path.exists(args.output) and not args.force:
-        same = os.path.exists(args.model) and os.path.samefile(args.output, args.model)
-        raise E0InputError(f"{{output}} {'is MODEL itself' if same else 'exists'}; pass {{force}} to write over it.",
-                           output=args.output, force=NAME_ONLY)
+    outputs = Outputs(model=args.output)
+    outputs.refuse_overwrite(args.force, inputs={"MODEL": args.model})
     model, head, index = resolve_model(args.model, args.head, device="cpu")
     new, provenance = read_e0s_or_report(args.e0s, head)
     numbers = model_atomic_numbers(model)
@@ -135,7 +133,7 @@ def apply(args) -> int:
     write_e0s(model, index, row)
     # A plain {Z: eV} file says nothing of where its E0s come from: the old provenance no longer holds.
     set_provenance(model, {head: provenance})
-    write_outputs(Outputs(model=args.output), model=model)
+    write_outputs(outputs, model=model)
     kept = [chemical_symbols[z] for z in numbers if z not in new]
     print(f"wrote {args.output}: head '{head}' with the E0s of {_symbols([z for z in numbers if z in new])}"
           + (f"; kept {', '.join(kept)}" if kept else "")

@@ -12,19 +12,18 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from ..errors import E0InputError
 from ..glue import (HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, default_dtype, estimate_e0s,
                     model_atomic_numbers, model_from, model_heads, read_e0s, select_head)
 from ..io import Prior, choose_prior, prior_from, prior_vector
-from ..math import DEFAULT_WEIGHTING, WEIGHTINGS
+from ..math import DEFAULT_WEIGHTING
 from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
 
 GRAPH_DTYPE = torch.float64
 
 
-def resolve_model(model, head: Optional[str] = None, device=None, dtype=None) -> Tuple[torch.nn.Module, str, int]:
+def resolve_model(model, head: Optional[str] = None, device=None) -> Tuple[torch.nn.Module, str, int]:
     """(the MACE module, the head's name, its row in the E0 buffer) for any door's model and head."""
-    module = model_from(model, device, dtype)
+    module = model_from(model, device)
     heads = model_heads(module)
     index = select_head(heads, head)
     return module, heads[index], index
@@ -37,12 +36,8 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Pr
                   ) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
     """One head's request, the prior's description, and the elements the prior lacks (they keep
     ``fallback``: the model's own E0s unless the door says otherwise, as training does with the
-    foundation's)."""
+    foundation's). The doors have checked ``head`` and the options (``_options``)."""
     heads = model_heads(model)
-    if head not in heads:
-        raise E0InputError(f"head '{head}': the model has only {', '.join(heads)}.")
-    if weighting not in WEIGHTINGS:
-        raise E0InputError("{weighting}: use " + " or ".join(WEIGHTINGS) + ".", weighting=weighting)
     index = heads.index(head)
     elements = model_atomic_numbers(model)
     if fallback is None:

@@ -13,13 +13,13 @@ from ._data import (ISOLATED_ATOM, ConfigGraphs, LoadedData, compositions, data_
                     load_data, make_loader, read_compositions, shard)
 from ._distributed import agree, all_reduce_, barrier, broadcast_e0s, rank_and_size, synchronize
 from ._estimate import CHECK_EVERY, MIN_DEGREES_OF_FREEDOM, Estimate, HeadRequest, estimate_e0s
-from ._forward import (FORCE_SAMPLE_ATOMS, SAMPLE_SIZE, ResidualSample, accumulate, check_energy_split, default_dtype,
-                       element_counts, evaluation_mode, force_statistics, forward, model_inputs,
-                       network_for_pass, residuals_in_float64)
+from ._forward import (FORCE_SAMPLE_ATOMS, SAMPLE_SIZE, ResidualLedger, ResidualSample, accumulate,
+                       check_energy_split, default_dtype, element_counts, evaluation_mode, force_statistics, forward,
+                       model_inputs, network_for_pass, residuals_in_float64)
 from ._models import (REPLAY_HEAD, default_device, default_head, e0_buffers, model_atomic_numbers, model_from,
                       model_heads, read_e0s, read_model, read_state_e0s, select_head, state_e0_buffers, write_e0s,
                       write_rows)
-from ._outliers import ResidualLedger, find_suspicious
+from ._outliers import find_suspicious
 from ._provenance import (ATTRIBUTE, E0S_FILE, FOUNDATION, ISOLATED_ATOMS, METHOD, PRIOR_KINDS, read_provenance,
                           set_provenance)
 from ._refit import DEFAULT_MODE, EPOCH, FINAL, MODES, Refit, Refitter, latest_checkpoint

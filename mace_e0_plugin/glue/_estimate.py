@@ -13,9 +13,9 @@ from ..errors import E0InputError
 from ..math import DEFAULT_WEIGHTING, E0LinearSystem, E0Solution, stratified_order
 from ._data import compositions, make_loader, shard
 from ._distributed import agree, all_reduce_, broadcast_e0s, rank_and_size, synchronize
-from ._forward import ResidualSample, accumulate, network_for_pass
+from ._forward import ResidualLedger, ResidualSample, accumulate, network_for_pass
 from ._models import model_atomic_numbers, read_e0s
-from ._outliers import ResidualLedger, exclude, find_suspicious, origin_of
+from ._outliers import exclude, find_suspicious, origin_of
 from ._provenance import FOUNDATION
 
 CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
@@ -78,16 +78,17 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
         dataset = _ordered(request) if request.samples_part else request.dataset
         mine = shard(dataset, rank, world_size)
         order = dataset.indices if request.samples_part else range(len(dataset))  # positions in request.dataset
-        ledgers.append(ResidualLedger([order[p] for p in range(rank, len(dataset), world_size)]))
+        ledgers.append(ResidualLedger(order[rank::world_size]))  # the rows of ``mine``, in order
         stop = None
         if request.se_tolerance is not None:
             common_batches = math.ceil((len(dataset) // world_size) / batch_size)
             stop = _tolerance_stop(system, request, read_e0s(model, request.index), common_batches, world_size)
         label = f"E0s: head {request.name}" if progress and rank == 0 else None
-        sample = samples.setdefault(request.name, ResidualSample(sample_limit)) if sample_limit else None
+        if sample_limit:
+            samples[request.name] = ResidualSample(ledgers[-1], sample_limit)
         loader = make_loader(mine, batch_size, num_workers, pin_memory)
-        systems.append(accumulate(model, loader, system, device, progress=label, sample=sample, stop=stop,
-                                  ledger=ledgers[-1], network=network))
+        systems.append(accumulate(model, loader, system, device, progress=label, stop=stop, ledger=ledgers[-1],
+                                  network=network))
         if request.samples_part:
             sampling[request.name] = {"n_available": len(request.dataset), "n_sampled": len(dataset),
                                       "max_configs": request.max_configs, "se_tolerance": request.se_tolerance}

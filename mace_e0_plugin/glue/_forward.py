@@ -6,7 +6,7 @@ device; the host sees nothing until the statistics are solved.
 """
 
 import contextlib
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,6 +32,14 @@ def model_inputs(batch, dtype: torch.dtype) -> dict:
             for key, value in batch.to_dict().items()}
 
 
+def e0_energies(model: torch.nn.Module, batch, counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """counts . E0 [B] in ``dtype``: each config's E0 part, with its head's row of the model's E0s."""
+    e0s = model.atomic_energies_fn.atomic_energies.detach().to(dtype)
+    if e0s.dim() == 1:
+        return counts.to(dtype) @ e0s
+    return (counts.to(dtype) * e0s[batch.head.reshape(-1)]).sum(dim=1)
+
+
 def residuals_in_float64(model: torch.nn.Module, batch, output, counts: torch.Tensor) -> torch.Tensor:
     """E_ref - E_pred [B] in float64 whatever the model's dtype: E_pred = counts . E0 + E_interaction,
     with the E0 part summed here in float64. In float32 that sum (thousands of eV per config) is
@@ -39,12 +47,7 @@ def residuals_in_float64(model: torch.nn.Module, batch, output, counts: torch.Te
     interaction = output.get("interaction_energy")
     if interaction is None:  # a model that does not split its energy: take it whole
         return batch.energy.double() - output["energy"].double()
-    e0s = model.atomic_energies_fn.atomic_energies.detach().double()
-    if e0s.dim() == 1:
-        e0_part = counts.double() @ e0s
-    else:
-        e0_part = (counts.double() * e0s[batch.head.reshape(-1)]).sum(dim=1)
-    return batch.energy.double() - e0_part - interaction.double()
+    return batch.energy.double() - e0_energies(model, batch, counts, torch.float64) - interaction.double()
 
 
 # The energy split is checked to this many machine epsilons of the model's dtype, relative to the
@@ -60,10 +63,7 @@ def check_energy_split(model: torch.nn.Module, batch, output, counts: torch.Tens
     if interaction is None:
         return
     energy = output["energy"].detach()
-    e0s = model.atomic_energies_fn.atomic_energies.detach().to(energy)
-    heads = batch.head.reshape(-1) if e0s.dim() > 1 else None
-    e0_part = (counts.to(energy) * (e0s[heads] if heads is not None else e0s)).sum(dim=1)
-    gap = (energy - e0_part - interaction.detach()).abs().max()
+    gap = (energy - e0_energies(model, batch, counts, energy.dtype) - interaction.detach()).abs().max()
     tolerance = SPLIT_TOLERANCE_EPS * torch.finfo(energy.dtype).eps * max(1.0, energy.abs().max().item())
     if gap.item() > tolerance:
         from ..errors import E0InputError
@@ -116,26 +116,51 @@ def forward(model: torch.nn.Module, batches: Iterable, device, *, forces: bool =
             yield batch, output
 
 
-class ResidualSample:
-    """Counts and residuals of the first ``limit`` configs, for plots: a fixed cost however large
-    the data. Kept on the device and copied to the host once, by ``arrays``."""
+class ResidualLedger:
+    """Counts, residual and loss weight of every config a pass sees, in the order it sees them,
+    kept on the device (counts as int16: an element's atoms in a config stay below 32768), copied
+    nowhere until the solve. The one per-config record of a pass: broken labels are found in it,
+    and figures take their sample from it."""
 
-    def __init__(self, limit: int = SAMPLE_SIZE):
-        self.limit = limit
+    def __init__(self, positions: Sequence[int]):
+        self.positions = positions  # each row's position in the request's dataset
         self._parts = []
-        self._size = 0
 
     def add(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
-        take = min(self.limit - self._size, counts.shape[0])
-        if take > 0:
-            self._parts.append((counts[:take], residuals[:take], loss_weights[:take]))
-            self._size += take
+        self._parts.append((counts.to(torch.int16), residuals.double(), loss_weights.double()))
+
+    def columns(self) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(counts, residuals, loss weights) of every row, in order; None before any."""
+        if not self._parts:
+            return None
+        if len(self._parts) > 1:  # concatenated once, however often it is read
+            self._parts = [tuple(torch.cat(part) for part in zip(*self._parts))]
+        return self._parts[0]
+
+    def rows(self):
+        """(counts, residuals, loss weights, positions) of the labelled, finite configs."""
+        columns = self.columns()
+        if columns is None:
+            return None
+        counts, residuals, weights = columns
+        positions = torch.as_tensor(self.positions[:len(residuals)], dtype=torch.long, device=residuals.device)
+        usable = (weights > 0) & torch.isfinite(residuals)
+        return counts[usable].double(), residuals[usable], weights[usable], positions[usable]
+
+
+class ResidualSample:
+    """Counts and residuals of a pass's first ``limit`` configs, for figures: a fixed cost however
+    large the data, read from the pass's ledger and copied to the host once, by ``arrays``."""
+
+    def __init__(self, ledger: ResidualLedger, limit: int = SAMPLE_SIZE):
+        self.ledger, self.limit = ledger, limit
 
     def arrays(self) -> Tuple[np.ndarray, np.ndarray]:
         """(counts [k, n_elements], residuals [k]) of the sampled configs that have an energy."""
-        if not self._parts:
+        columns = self.ledger.columns()
+        if columns is None:
             return np.zeros((0, 0)), np.zeros(0)
-        counts, residuals, weights = (torch.cat(parts).double().cpu().numpy() for parts in zip(*self._parts))
+        counts, residuals, weights = (column[:self.limit].double().cpu().numpy() for column in columns)
         usable = (weights > 0) & np.isfinite(residuals)
         return counts[usable], residuals[usable]
 
@@ -155,8 +180,7 @@ def network_for_pass(model: torch.nn.Module, dtype=None) -> torch.nn.Module:
 
 def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem,
                device: torch.device, progress: Optional[str] = None,
-               sample: Optional[ResidualSample] = None,
-               stop: Optional[Callable[[int], bool]] = None, ledger=None,
+               stop: Optional[Callable[[int], bool]] = None, ledger: Optional[ResidualLedger] = None,
                network: Optional[torch.nn.Module] = None) -> E0LinearSystem:
     """Add every batch to ``system``: residuals of the model's energies under its current E0s.
 
@@ -173,8 +197,6 @@ def accumulate(model: torch.nn.Module, batches: Iterable, system: E0LinearSystem
         residuals = residuals_in_float64(model, batch, output, counts)
         loss_weights = batch.weight * batch.energy_weight
         system.update(counts, residuals, loss_weights)
-        if sample is not None:
-            sample.add(counts, residuals, loss_weights)
         if ledger is not None:
             ledger.add(counts, residuals, loss_weights)
         if stop is not None and stop(done):

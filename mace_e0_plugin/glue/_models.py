@@ -107,12 +107,11 @@ def read_model(path: str, device: str = "cpu") -> torch.nn.Module:
     return model
 
 
-def model_from(model, device: Union[str, torch.device, None] = None,
-               dtype: Union[str, torch.dtype, None] = None) -> torch.nn.Module:
+def model_from(model, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
     """The MACE module behind ``model`` (a path, a module, or a MACECalculator such as
-    ``mace_mp()`` returns), on ``device`` and in ``dtype`` when given; by default a module stays
-    where it is, and a model read from a file goes to ``default_device()``. A module passed in is
-    never changed in place (a moved copy is)."""
+    ``mace_mp()`` returns), on ``device`` when given; by default a module stays where it is, and a
+    model read from a file goes to ``default_device()``. A module passed in is never changed in
+    place (a moved copy is). The dtype a pass runs in is the pass's affair (``network_for_pass``)."""
     owned = isinstance(model, (str, os.PathLike))  # read here: ours to move in place
     if owned:
         module = read_model(str(model))
@@ -130,14 +129,8 @@ def model_from(model, device: Union[str, torch.device, None] = None,
                            "torch.nn.Module, or a MACECalculator (mace.calculators.mace_mp() and the like).")
     if not hasattr(module, "atomic_energies_fn") or not hasattr(module, "atomic_numbers"):
         raise E0InputError(f"model: {type(module).__name__} is not a MACE model with E0s.")
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    if device is None and dtype is None:
-        return module
-    current = next(module.parameters())
-    if (device is None or current.device == torch.device(device)) and (dtype is None or current.dtype == dtype):
+    if device is None or next(module.parameters()).device == torch.device(device):
         return module
     import copy
 
-    return (module if owned else copy.deepcopy(module)).to(device=device if device is not None else current.device,
-                                                           dtype=dtype if dtype is not None else current.dtype)
+    return (module if owned else copy.deepcopy(module)).to(device=device)

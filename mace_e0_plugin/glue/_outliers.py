@@ -1,8 +1,8 @@
 """Broken labels found before training (MACE glue): every config's residual after the fit, judged
-against the others' robust spread (``math.suspicious_mask``), named by its place in the input.
+against the others' robust spread (``math.suspicious_scores``), named by its place in the input.
 
-The pass keeps one row per config of this rank's shard, on the device (``ResidualLedger``); after
-the solve the fitted residuals of all ranks are gathered, so every rank lists the same configs.
+The pass keeps one row per config of this rank's shard, on the device (``glue.ResidualLedger``);
+after the solve the fitted residuals of all ranks are gathered, so every rank lists the same configs.
 """
 
 from typing import Callable, Dict, List, Optional, Sequence
@@ -11,30 +11,9 @@ import torch
 
 from ..math import SUSPICIOUS_ROBUST_Z, E0LinearSystem, E0Solution, suspicious_scores
 from ._distributed import all_gather_tensors, all_reduce_
+from ._forward import ResidualLedger
 
 Origin = Callable[[int], Dict[str, object]]  # dataset position -> {"index", "file", "config_type"}
-
-
-class ResidualLedger:
-    """Counts, residual and loss weight of every config a pass sees, in the order it sees them,
-    kept on the device (counts as int16: an element's atoms in a config stay below 32768), copied
-    nowhere until the solve."""
-
-    def __init__(self, positions: Sequence[int]):
-        self.positions = list(positions)  # each row's position in the request's dataset
-        self._parts = []
-
-    def add(self, counts: torch.Tensor, residuals: torch.Tensor, loss_weights: torch.Tensor) -> None:
-        self._parts.append((counts.to(torch.int16), residuals.double(), loss_weights.double()))
-
-    def rows(self):
-        """(counts, residuals, loss weights, positions) of the labelled, finite configs."""
-        if not self._parts:
-            return None
-        counts, residuals, weights = (torch.cat(part) for part in zip(*self._parts))
-        positions = torch.tensor(self.positions[:len(residuals)], device=residuals.device)
-        usable = (weights > 0) & torch.isfinite(residuals)
-        return counts[usable].double(), residuals[usable], weights[usable], positions[usable]
 
 
 def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin,
@@ -47,8 +26,8 @@ def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin
     else:
         counts, residuals, _, positions = rows
     correction = torch.tensor(solution.corrections, dtype=torch.float64, device=residuals.device)
-    fitted = residuals - counts.double() @ correction
-    n_atoms = counts.sum(dim=1).double()
+    fitted = residuals - counts @ correction
+    n_atoms = counts.sum(dim=1)
     fitted, n_atoms, positions = all_gather_tensors([fitted, n_atoms, positions], distributed)
     if fitted.numel() == 0:
         return []

@@ -75,11 +75,14 @@ class Refitter:
     """
 
     def __init__(self, requests: Sequence[HeadRequest], modes: Dict[str, FrozenSet[str]],
-                 model: torch.nn.Module, copies: Sequence[torch.nn.Module], device, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                 distributed: bool = False, rank: int = 0, one_pass_per_epoch: bool = True,
-                 save: Optional[Callable[[str, object], str]] = None, pass_dtype=None):
+                 model: torch.nn.Module, copies: Sequence[torch.nn.Module], device, batch_size: int,
+                 num_workers: int = 0, pin_memory: bool = False, distributed: bool = False, rank: int = 0,
+                 one_pass_per_epoch: bool = True, save: Optional[Callable[[str, object], str]] = None,
+                 pass_dtype=None):
         self.epoch_requests = [r for r in requests if EPOCH in modes[r.name]]
         self.final_requests = [r for r in requests if FINAL in modes[r.name]]
+        if self.final_requests and save is None:
+            raise ValueError("a final refit needs save=, the writer of checkpoints")
         self.model, self.copies, self.device = model, list(copies), device
         # The final refit's writer of checkpoints (the training door's, whole or not at all).
         self.save = save
@@ -185,7 +188,8 @@ class Refitter:
         """Refit, in place, each checkpoint that mace is about to reload to save and evaluate."""
         refits = []
         for swa in ([False, True] if stage_two else [False]):
-            latest = agree(latest_checkpoint(checkpoint_io, swa), self.distributed)  # rank 0's view of the files, for all
+            # Rank 0's view of the files, for all: ranks that saw others would enter other collectives.
+            latest = agree(latest_checkpoint(checkpoint_io, swa), self.distributed)
             if latest is None:
                 continue
             path, epoch = latest
@@ -210,8 +214,6 @@ class Refitter:
             index = next(r.index for r in self.final_requests if r.name == name)
             write_rows(state_e0_buffers(checkpoint["model"]), index, solution.e0s)
         if solutions and self.rank == 0:
-            if self.save is None:
-                raise ValueError("a final refit needs save=, the writer of checkpoints")
             self.save(path, checkpoint)
         if self.distributed:
             barrier()  # no rank goes on to mace's reload before the file is whole

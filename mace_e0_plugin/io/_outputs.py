@@ -29,11 +29,15 @@ class Outputs:
     def paths(self) -> List[str]:
         return [p for p in (self.report, self.e0s_json, self.figure, self.model) if p]
 
-    def refuse_overwrite(self, force: bool) -> None:
-        """Before any work: an existing output is kept unless the user said ``force``."""
+    def refuse_overwrite(self, force: bool, inputs: Optional[Mapping[str, str]] = None) -> None:
+        """Before any work: an existing output is kept unless the user said ``force``. ``inputs``,
+        {name: path} (e.g. {"MODEL": ...}), say which input an output would write over."""
         for path in self.paths():
             if os.path.exists(path) and not force:
-                raise E0InputError(f"{path} exists; pass {{force}} to write over it.", force=NAME_ONLY)
+                same = [name for name, source in (inputs or {}).items()
+                        if os.path.exists(source) and os.path.samefile(path, source)]
+                what = f"is {same[0]} itself" if same else "exists"
+                raise E0InputError(f"{path} {what}; pass {{force}} to write over it.", force=NAME_ONLY)
 
 
 def write_outputs(outputs: Outputs, content: Optional[Mapping[str, object]] = None,

@@ -225,6 +225,7 @@ class LinearSystemRun:
     def _estimate(self, model, requests, copies, device, distributed: bool, rank: int):
         from ..glue import SAMPLE_SIZE, estimate_e0s, write_e0s
         from ..io import estimate_report, format_estimate, write_outputs
+        from ._mace_run import locate_in_files
 
         args = self.args
         log.info(f"--E0s={KEYWORD}: running the model over the training data of head(s) "
@@ -237,12 +238,10 @@ class LinearSystemRun:
         for request in requests:
             for copy in copies:
                 write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
-        for request in requests:  # name broken-looking labels by their place in the training file
-            from ._mace_run import locate_in_files
-
-            located = locate_in_files(request.dataset, estimate.suspicious.get(request.name, []),
-                                      self.heads[request.name].train_files)
-            estimate.suspicious[request.name] = located
+        if rank == 0:  # who reports names broken-looking labels by their place in the training file
+            for request in requests:
+                estimate.suspicious[request.name] = locate_in_files(
+                    request.dataset, estimate.suspicious.get(request.name, []), self.heads[request.name].train_files)
         content = estimate_report(estimate)
         if rank == 0:
             log.info("\n" + format_estimate(estimate))
