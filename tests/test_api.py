@@ -298,3 +298,14 @@ def test_a_model_with_another_energy_term_is_refused_with_one_line_naming_it(fou
         message = str(error.value)
         assert message.startswith("model: ScaleShiftMACE's energy is not its E0 sum plus its interaction energy")
         assert "(off by 0.5" in message and "\n" not in message  # float32 sums round at ~1e-3 eV here
+
+
+def test_e0s_of_opposite_sign_that_cancel_pass_the_split_check_in_float32():
+    # A rank-deficient fit with the foundation as prior can give E0(H) = +714 eV, E0(O) = -1672 eV:
+    # the E0 terms of a config cancel, and a float32 pass rounds at the size of the terms, not of E.
+    model = synthetic.build_foundation({1: 5000.3, 6: -1029.5, 8: -10000.6}, seed=3)
+    configs = synthetic.label(synthetic.random_configs(8, seed=4, stoichiometry={1: 20, 8: 10}), synthetic.LEVEL_B)
+    fast = reestimate_e0s(model, configs, "REF_energy", progress=False)  # float32: refused before the fix
+    exact = reestimate_e0s(model, configs, "REF_energy", dtype="float64", progress=False)
+    combination = [20 * fast.e0s[1] + 10 * fast.e0s[8], 20 * exact.e0s[1] + 10 * exact.e0s[8]]
+    assert combination[0] == pytest.approx(combination[1], abs=1e-3)

@@ -32,9 +32,13 @@ def model_inputs(batch, dtype: torch.dtype) -> dict:
             for key, value in batch.to_dict().items()}
 
 
-def e0_energies(model: torch.nn.Module, batch, counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """counts . E0 [B] in ``dtype``: each config's E0 part, with its head's row of the model's E0s."""
+def e0_energies(model: torch.nn.Module, batch, counts: torch.Tensor, dtype: torch.dtype,
+                magnitude: bool = False) -> torch.Tensor:
+    """counts . E0 [B] in ``dtype``: each config's E0 part, with its head's row of the model's E0s
+    (``magnitude``: counts . |E0|, the size of the terms that sum)."""
     e0s = model.atomic_energies_fn.atomic_energies.detach().to(dtype)
+    if magnitude:
+        e0s = e0s.abs()
     if e0s.dim() == 1:
         return counts.to(dtype) @ e0s
     return (counts.to(dtype) * e0s[batch.head.reshape(-1)]).sum(dim=1)
@@ -51,7 +55,9 @@ def residuals_in_float64(model: torch.nn.Module, batch, output, counts: torch.Te
 
 
 # The energy split is checked to this many machine epsilons of the model's dtype, relative to the
-# largest energy: a sum of N atoms' energies rounds at ~sqrt(N) eps |E|, ~17 eps for 300 atoms.
+# size of the terms the model sums, sum |E0| + |E_interaction| per config: a sum of N atoms' terms
+# rounds at ~sqrt(N) eps times that, ~17 eps for 300 atoms. (Relative to |E| it would fail where
+# E0s of opposite sign cancel, as a rank-deficient fit's +714 eV and -1672 eV do.)
 SPLIT_TOLERANCE_EPS = 64
 
 
@@ -62,15 +68,16 @@ def check_energy_split(model: torch.nn.Module, batch, output, counts: torch.Tens
     interaction = output.get("interaction_energy")
     if interaction is None:
         return
-    energy = output["energy"].detach()
-    gap = (energy - e0_energies(model, batch, counts, energy.dtype) - interaction.detach()).abs().max()
-    tolerance = SPLIT_TOLERANCE_EPS * torch.finfo(energy.dtype).eps * max(1.0, energy.abs().max().item())
-    if gap.item() > tolerance:
+    energy, interaction = output["energy"].detach(), interaction.detach()
+    gap = (energy - e0_energies(model, batch, counts, energy.dtype) - interaction).abs()
+    size = e0_energies(model, batch, counts, energy.dtype, magnitude=True) + interaction.abs()
+    tolerance = SPLIT_TOLERANCE_EPS * torch.finfo(energy.dtype).eps * size.clamp(min=1.0)
+    if bool((gap > tolerance).any()):
         from ..errors import E0InputError
 
         raise E0InputError(
             f"model: {type(model).__name__}'s energy is not its E0 sum plus its interaction energy (off by "
-            f"{gap.item():.3g} eV on the first batch); the E0 fit needs that split. Use a MACE model whose "
+            f"{gap.max().item():.3g} eV on the first batch); the E0 fit needs that split. Use a MACE model whose "
             "output['energy'] is sum E0 + output['interaction_energy'] (ScaleShiftMACE, MACE).")
 
 
