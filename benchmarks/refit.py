@@ -22,7 +22,6 @@ import json
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import HERE, record, shared
+from _common import HERE, evaluate, fmt, record, run_checked, seeded_subsets, shared
 
 from mace_e0_plugin.glue import DEFAULT_MODE
 
@@ -79,13 +78,6 @@ def recipe_flags(recipe: str, epochs: int) -> list:
 RECIPES = ("plain", "ema", "stagetwo")
 
 
-def run_checked(argv, what: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{what} failed ({' '.join(map(str, argv))}):\n{result.stderr[-4000:]}")
-    return result
-
-
 def has_refit_option() -> bool:
     return "--E0s_refit" in run_checked(["mace_run_train", "--help"], "mace_run_train --help").stdout
 
@@ -97,8 +89,7 @@ def split(case: Case, n_train: int, n_valid: int, folder: Path, seed: int = 0):
     frames = [a for a in ase.io.read(shared("data", *case.data), ":") if a.info.get("config_type") != "IsolatedAtom"]
     if n_train + n_valid > len(frames):
         sys.exit(f"{'/'.join(case.data)} has {len(frames)} configs, fewer than {n_train} + {n_valid}")
-    order = np.random.default_rng(seed).permutation(len(frames))
-    train, valid = [frames[i] for i in order[:n_train]], [frames[i] for i in order[n_train:n_train + n_valid]]
+    train, valid = seeded_subsets(frames, (n_train, n_valid), seed)
     folder.mkdir(parents=True, exist_ok=True)
     ase.io.write(folder / "train.xyz", train, format="extxyz")
     ase.io.write(folder / "valid.xyz", valid, format="extxyz")
@@ -137,57 +128,6 @@ def loop_seconds(work: Path) -> float:
     return stamps["last"] - stamps["first"] if stamps else float("nan")
 
 
-def load(path: Path, device: str):
-    import torch
-
-    return torch.load(path, map_location=device, weights_only=False)
-
-
-def graphs_of(model, configs):
-    import torch
-    from mace import data
-    from mace.tools.utils import AtomicNumberTable
-
-    heads = list(getattr(model, "heads", None) or ["Default"])
-    z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(next(model.parameters()).dtype)
-    try:
-        return [data.AtomicData.from_config(
-            data.config_from_atoms(atoms, key_specification=data.KeySpecification(), head_name=heads[0]),
-            z_table=z_table, cutoff=float(model.r_max), heads=heads) for atoms in configs]
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def evaluate(path: Path, configs, case: Case, device: str, batch_size: int, forces: bool = True):
-    """(energy RMSE in meV/atom, force RMSE in meV/A, seconds) of a saved model on ase configs."""
-    import torch
-    from mace.tools import torch_geometric
-
-    model = load(path, device)
-    model.eval()
-    loader = torch_geometric.dataloader.DataLoader(graphs_of(model, configs), batch_size=batch_size,
-                                                   shuffle=False, drop_last=False)
-    energies, force_blocks = [], []
-    started = time.perf_counter()
-    with torch.set_grad_enabled(forces):
-        for batch in loader:
-            output = model(batch.to(device).to_dict(), training=False, compute_force=forces)
-            energies.extend(output["energy"].detach().double().cpu().tolist())
-            if forces:
-                force_blocks.append(output["forces"].detach().double().cpu().numpy())
-    seconds = time.perf_counter() - started
-    atoms = np.array([len(a) for a in configs])
-    reference = np.array([a.info[case.energy_key] for a in configs])
-    e_rmse = 1000 * float(np.sqrt(np.mean(((np.array(energies) - reference) / atoms) ** 2)))
-    f_rmse = float("nan")
-    if forces:
-        reference_f = np.concatenate([a.arrays[case.forces_key] for a in configs])
-        f_rmse = 1000 * float(np.sqrt(np.mean((np.concatenate(force_blocks) - reference_f) ** 2)))
-    return e_rmse, f_rmse, seconds
-
-
 def post_hoc(saved: Path, train: Path, case: Case, args) -> Path:
     folder = saved.parent
     common = ["--device", args.device]
@@ -220,10 +160,6 @@ def figure(results: dict, recipes, modes, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def fmt(x, spec=".2f"):
-    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
 
 
 def table(name: str, rows: dict, recipes, modes) -> str:
@@ -357,8 +293,10 @@ def main():
                     work = folder / name / f"{recipe}-{mode.replace('+', '-')}"
                     saved, wall, cpu, loop, refits = finetune(work, case, train_file, valid_file, recipe, mode, args,
                                                    refit_option)
-                    e, f, _ = evaluate(saved, valid, case, args.device, case.valid_batch_size)
-                    _, _, pass_s = evaluate(saved, train, case, args.device, case.valid_batch_size, forces=False)
+                    e, f, _ = evaluate(saved, valid, case.energy_key, case.forces_key, args.device,
+                                       case.valid_batch_size)
+                    _, _, pass_s = evaluate(saved, train, case.energy_key, case.forces_key, args.device,
+                                           case.valid_batch_size, forces=False)
                     kinds = [r.get("kind") for r in refits]
                     row = rows[(recipe, mode)] = dict(
                         e=e, f=f, wall=wall, cpu=cpu, loop=loop, pass_s=pass_s, saved_models=2 if recipe == "stagetwo" else 1, refit_s=sum(r.get("seconds", 0.0) for r in refits),
@@ -378,7 +316,8 @@ def main():
                               flush=True)
                     if mode == "none":
                         refit = post_hoc(saved, train_file, case, args)
-                        e2, f2, _ = evaluate(refit, valid, case, args.device, case.valid_batch_size)
+                        e2, f2, _ = evaluate(refit, valid, case.energy_key, case.forces_key, args.device,
+                                            case.valid_batch_size)
                         rows[(recipe, "none + post-hoc")] = dict(e=e2, f=f2, wall=None, refit_s=0.0)
                         print(f"{name} {recipe:9s} {'none+posthoc':12s} E {e2:8.2f} meV/atom  F {f2:7.1f} meV/A",
                               flush=True)
