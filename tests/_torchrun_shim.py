@@ -1,4 +1,4 @@
-"""Run mace's own ``mace_run_train --distributed`` on CPU ranks, under torchrun.
+"""Run mace's own ``mace_run_train --distributed`` on CPU ranks, under torchrun or as Slurm starts them.
 
 mace-torch 0.3.16 creates a process group only for cuda/xpu and wraps the model in
 ``DDP(model, device_ids=[local_rank])``, which gloo on CPU refuses. Two changes before
@@ -13,6 +13,11 @@ after every training step (the last one seen: the epoch refits), and after ``mai
 
 Usage: torchrun --standalone --nproc_per_node=2 tests/_torchrun_shim.py <mace_run_train args>
        --distributed --launcher=torchrun --device=cpu
+   or, one process per rank with Slurm's variables set (SLURM_JOB_NODELIST, SLURM_NTASKS,
+   SLURM_PROCID, SLURM_LOCALID), mace's default --launcher=slurm:
+       python tests/_torchrun_shim.py <mace_run_train args> --distributed --device=cpu
+   mace's own slurm_distributed.DistributedEnvironment then sets the rendezvous variables that
+   the gloo group reads, as mace does before it would create an nccl group.
 """
 
 import os
@@ -52,6 +57,10 @@ class CpuDDP(DistributedDataParallel):
 def main() -> None:
     from mace.cli import run_train
 
+    if "SLURM_JOB_NODELIST" in os.environ:
+        from mace.tools.slurm_distributed import DistributedEnvironment
+
+        DistributedEnvironment()  # MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK from Slurm's
     torch.distributed.init_process_group("gloo")
     rank = torch.distributed.get_rank()
     run_train.DDP = CpuDDP

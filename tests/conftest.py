@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny foundation model built here (nothing downloaded), planted data, and an
 in-process ``mace_run_train`` that leaves the interpreter as it found it."""
 
+import contextlib
 import json
 import logging
 import os
@@ -118,19 +119,15 @@ def finetune_argv(foundation: Foundation, train_file: Path, work_dir: Path, *ext
     ]
 
 
-def mace_train(argv: List[str]):
-    """mace_run_train in this process (seconds faster than a subprocess), undoing what mace
-    changes globally: default dtype and root-logger handlers and filters."""
-    from mace import tools
-    from mace.cli import run_train
-
+@contextlib.contextmanager
+def mace_globals_restored():
+    """Undo what a mace run in this process changes globally: default dtype and root-logger
+    handlers and filters."""
     root = logging.getLogger()
     handlers, filters, level = list(root.handlers), list(root.filters), root.level
     dtype = torch.get_default_dtype()
     try:
-        args = tools.build_default_arg_parser().parse_args(argv)
-        run_train.run(args)
-        return args
+        yield
     finally:
         for handler in root.handlers[:]:
             if handler not in handlers:
@@ -139,6 +136,18 @@ def mace_train(argv: List[str]):
         root.filters[:] = filters
         root.setLevel(level)
         torch.set_default_dtype(dtype)
+
+
+def mace_train(argv: List[str]):
+    """mace_run_train in this process (seconds faster than a subprocess): mace's parser, then
+    ``run(args)``, leaving the interpreter as it found it."""
+    from mace import tools
+    from mace.cli import run_train
+
+    with mace_globals_restored():
+        args = tools.build_default_arg_parser().parse_args(argv)
+        run_train.run(args)
+        return args
 
 
 def report(work_dir: Path, name: str = "ft") -> dict:

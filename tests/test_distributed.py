@@ -13,7 +13,7 @@ from torch.utils.data import ConcatDataset
 
 from conftest import SHIFTS, add_noise
 from mace_e0_plugin import testing as synthetic
-from mace_e0_plugin.adapters import DOOR
+from mace_e0_plugin.training import TrainingDoor
 from mace_e0_plugin.glue import (CHECK_EVERY, HeadRequest, estimate_e0s, model_atomic_numbers, model_heads, read_e0s,
                                  shard)
 
@@ -127,11 +127,12 @@ def run_training_entry(model, replay, tuned, folder, rank, distributed):
         E0s_prior=None, E0s_weighting="per_atom", results_dir=str(folder / f"results-{rank}"),
         name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False, E0s_refit="none",
         E0s_dtype="float64")
-    DOOR.configure(args)
+    door = TrainingDoor()  # driven by hand, as mace's hooks would
+    door.configure(args)
     loader = torch_geometric.dataloader.DataLoader(ConcatDataset([replay, tuned]), batch_size=6,
                                                    shuffle=True, drop_last=True)
     swa = argparse.Namespace(model=AveragedModel(model))
-    DOOR.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
+    door.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
                          distributed=distributed, rank=rank)
     torch.save({"model": model.atomic_energies_fn.atomic_energies.clone(),
                 "swa": swa.model.module.atomic_energies_fn.atomic_energies.clone()},

@@ -3,7 +3,8 @@ a gloo process group and a DDP without device_ids), with --E0s=linear_system and
 --E0s_refit=epoch+final: the first estimate is the single-process one, every config counts once,
 every rank's model holds the same E0s, rank 0 alone reports and logs, and the saved models hold
 the report's E0s. Two runs: the tutorial xTB model on 80 solvent configs (../shared), and the toy
-foundation in multihead fine-tuning with replay data and --swa."""
+foundation in multihead fine-tuning with replay data and --swa. A third run starts the ranks as
+Slurm does, for mace's default --launcher=slurm."""
 
 import json
 import os
@@ -21,6 +22,7 @@ import torch
 from conftest import PROJECT, SHIFTS, expected_e0s, planted_configs, shared_path, write_xyz
 
 from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.glue import read_provenance
 
 pytestmark = pytest.mark.slow
 
@@ -47,23 +49,45 @@ class DistributedRun:
     foundation: object = None
 
 
-def torchrun(argv: List[str], work_dir: Path) -> DistributedRun:
-    """mace_run_train --distributed on N_RANKS CPU ranks; kills the whole group past the time bound."""
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(argv: List[str], work_dir: Path, launcher: str = "torchrun") -> DistributedRun:
+    """mace_run_train --distributed on N_RANKS CPU ranks, started by torchrun or, for mace's
+    default --launcher=slurm, one process per rank with Slurm's variables; kills them all past the
+    time bound."""
     dump_dir = work_dir / "rank-e0s"
     dump_dir.mkdir(parents=True)
     environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MACE_E0_SHIM_DUMP_DIR=str(dump_dir),
                        PYTHONPATH=os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={N_RANKS}",
-               str(SHIM), *argv, "--distributed", "--launcher=torchrun", "--device=cpu"]
-    process = subprocess.Popen(command, cwd=work_dir, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        stdout, _ = process.communicate(timeout=TORCHRUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # torchrun and every rank it started
-        stdout, _ = process.communicate()
-        pytest.fail(f"mace_run_train --distributed hung: killed after {TORCHRUN_TIMEOUT_S} s\n{stdout[-3000:]}")
-    assert process.returncode == 0, stdout[-5000:]
+    if launcher == "torchrun":
+        commands = [([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={N_RANKS}",
+                      str(SHIM), *argv, "--distributed", "--launcher=torchrun", "--device=cpu"], environment)]
+    else:
+        # What sbatch sets for N tasks on one node (mace 0.3.16 reads SLURM_NTASKS_PER_NODE and
+        # SLURM_NNODES even where SLURM_NTASKS is set: its fallback is evaluated first).
+        slurm = dict(environment, SLURM_JOB_NODELIST="localhost", SLURM_NNODES="1", SLURM_NTASKS=str(N_RANKS),
+                     SLURM_NTASKS_PER_NODE=str(N_RANKS), MASTER_PORT=str(free_port()))
+        commands = [([sys.executable, str(SHIM), *argv, "--distributed", "--device=cpu"],
+                     dict(slurm, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))) for rank in range(N_RANKS)]
+    processes = [subprocess.Popen(command, cwd=work_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, start_new_session=True) for command, env in commands]
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=TORCHRUN_TIMEOUT_S)[0])
+        except subprocess.TimeoutExpired:
+            for each in processes:
+                os.killpg(each.pid, signal.SIGKILL)  # the launcher and every rank it started
+            pytest.fail(f"mace_run_train --distributed ({launcher}) hung: killed after {TORCHRUN_TIMEOUT_S} s\n"
+                        f"{process.communicate()[0][-3000:]}")
+        assert process.returncode == 0, outputs[-1][-5000:]
+    stdout = "".join(outputs)
     run_dir = work_dir / "run"
     return DistributedRun(
         work_dir=run_dir, train_file=Path(argv[argv.index("--train_file") + 1]), stdout=stdout,
@@ -114,7 +138,7 @@ def solvent_run(tmp_path_factory) -> DistributedRun:
     molecules = [a for a in ase.io.read(data / "solvent_train.xyz", ":") if a.info.get("config_type") != "IsolatedAtom"]
     train = write_xyz(folder / "train.xyz", molecules[:N_SOLVENT_CONFIGS])
     valid = write_xyz(folder / "valid.xyz", ase.io.read(data / "solvent_test.xyz", ":10"))
-    run = torchrun(common_argv(model, train, valid, "--max_num_epochs", "2"), folder)
+    run = launch(common_argv(model, train, valid, "--max_num_epochs", "2"), folder)
     run.single = single_process_e0s(model, train)
     return run
 
@@ -175,19 +199,24 @@ def test_solvent_each_e0_log_line_appears_once(solvent_run, line):
 N_TUNED, N_REPLAY = 30, 60
 
 
-@pytest.fixture(scope="module")
-def multihead_swa_run(tmp_path_factory) -> DistributedRun:
+def toy_foundation(folder: Path):
     from conftest import Foundation
 
-    folder = tmp_path_factory.mktemp("mace-distributed-multihead")
     model = synthetic.build_foundation(synthetic.LEVEL_A.e0s, seed=7)
     foundation = Foundation(path=folder / "foundation.model", model=model, e0s=dict(synthetic.LEVEL_A.e0s))
     torch.save(model, foundation.path)
+    return foundation
+
+
+@pytest.fixture(scope="module")
+def multihead_swa_run(tmp_path_factory) -> DistributedRun:
+    folder = tmp_path_factory.mktemp("mace-distributed-multihead")
+    foundation = toy_foundation(folder)
     train = write_xyz(folder / "train.xyz", planted_configs(foundation, N_TUNED, seed=21))
     valid = write_xyz(folder / "valid.xyz", planted_configs(foundation, 6, seed=22))
     replay = write_xyz(folder / "replay.xyz", synthetic.label(synthetic.random_configs(N_REPLAY, seed=23),
                                                               synthetic.LEVEL_A))
-    run = torchrun(common_argv(foundation.path, train, valid, "--multiheads_finetuning", "True",
+    run = launch(common_argv(foundation.path, train, valid, "--multiheads_finetuning", "True",
                                "--pt_train_file", str(replay), "--force_mh_ft_lr", "True",
                                "--real_pt_data_ratio_threshold", "0.5", "--swa", "--start_swa", "1",
                                "--max_num_epochs", "2", "--lr", "0.02"), folder)
@@ -229,6 +258,10 @@ def test_multihead_swa_saved_models_hold_the_refits_of_their_checkpoints(multihe
         assert checkpoint_rows(run.work_dir / "checkpoints" / checkpoint)[1].tolist() == final[checkpoint]
     # The report's E0s are those of the last model mace saves: stage two's.
     assert row(run.report["heads"]["Default"]["E0s"]) == final["ft_run-1_epoch-1_swa.pt"]
+    for saved in ("ft.model", "ft_stagetwo.model"):  # both carry the E0s' provenance
+        provenance = read_provenance(torch.load(run.work_dir / saved, weights_only=False))
+        assert list(provenance) == ["Default"] and provenance["Default"]["n_configs"] == N_TUNED
+        assert provenance["Default"]["n_refits"] == 4
     for rank in run.ranks:  # mace reloaded the stage-two checkpoint last, on every rank
         assert rank["after_main"][1].tolist() == final["ft_run-1_epoch-1_swa.pt"]
 
@@ -246,3 +279,34 @@ MULTIHEAD_LOG_LINES = [
 def test_multihead_each_e0_log_line_appears_once(multihead_swa_run, line):
     assert multihead_swa_run.log.count(line) == 1
     assert multihead_swa_run.stdout.count(line) == 1
+
+
+# -- mace's default --launcher=slurm: the ranks started as Slurm starts them -------------------------
+
+N_SLURM_CONFIGS = 24
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory) -> DistributedRun:
+    folder = tmp_path_factory.mktemp("mace-distributed-slurm")
+    foundation = toy_foundation(folder)
+    train = write_xyz(folder / "train.xyz", planted_configs(foundation, N_SLURM_CONFIGS, seed=31))
+    valid = write_xyz(folder / "valid.xyz", planted_configs(foundation, 4, seed=32))
+    run = launch(common_argv(foundation.path, train, valid, "--max_num_epochs", "1"), folder, launcher="slurm")
+    run.foundation = foundation
+    return run
+
+
+def test_slurm_launcher_estimates_on_every_config_once_and_saves_the_provenance(slurm_run):
+    run = slurm_run
+    assert "Processes: 2" in run.log  # mace's own distributed set-up, from Slurm's variables
+    head = run.report["heads"]["Default"]
+    assert head["n_configs"] == N_SLURM_CONFIGS
+    assert row(head["estimated_E0s"]) == pytest.approx(expected_e0s(run.foundation, SHIFTS).tolist(), abs=1e-6)
+    assert [(r["kind"], r["epoch"]) for r in run.report["refits"]] == [("epoch", 0), ("final", 0)]
+    model = torch.load(run.work_dir / "ft.model", weights_only=False)
+    assert model.atomic_energies_fn.atomic_energies[0].tolist() == row(head["E0s"])
+    provenance = read_provenance(model)["Default"]
+    assert (provenance["n_configs"], provenance["n_refits"]) == (N_SLURM_CONFIGS, 2)
+    first, second = run.ranks
+    assert torch.equal(first["after_main"], second["after_main"])

@@ -4,7 +4,6 @@ without outputs (they would go stale, and bloat the history with images): a test
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 

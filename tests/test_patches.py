@@ -181,9 +181,9 @@ import json
 import mace.tools, mace.tools.scripts_utils
 from mace.tools import plugins
 from mace_e0_plugin import adapters
-wrapped = [f"{module}.{name}" for module, name, _ in adapters._TARGETS
-           if hasattr(getattr(sys.modules[module], name), adapters._MARK)
-           or hasattr(getattr(mace.cli.run_train, name, None), adapters._MARK)]
+from mace_e0_plugin.training import TARGETS
+wrapped = [t.where for t in TARGETS if hasattr(getattr(sys.modules[t.module], t.name), "_mace_e0_plugin_wraps")
+           or hasattr(getattr(mace.cli.run_train, t.name, None), "_mace_e0_plugin_wraps")]
 print("RESULT " + json.dumps({"has_hook": adapters.mace_has_plugin_hook(), "wrapped": wrapped,
                               "plugins": [name for name, _ in plugins.load_plugins()]}))
 """
@@ -208,8 +208,7 @@ import mace, mace.tools
 root = os.path.realpath(sys.argv[1])
 assert os.path.realpath(mace.__file__).startswith(root + os.sep), mace.__file__
 import mace.cli.run_train
-from mace_e0_plugin import adapters
-print("WRAPPED", hasattr(mace.tools.build_default_arg_parser, adapters._MARK), flush=True)
+print("WRAPPED", hasattr(mace.tools.build_default_arg_parser, "_mace_e0_plugin_wraps"), flush=True)
 sys.argv = ["mace_run_train", "--help"]
 mace.cli.run_train.main()
 """

@@ -352,6 +352,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_error_and_is_left_as_it
     from mace.tools import CheckpointHandler
 
     from mace_e0_plugin.errors import E0InputError
+    from mace_e0_plugin.glue import RefitFailed
 
     model, _, tuned = load_two_heads(two_heads)
     refitter = Refitter([default_request(model, tuned)], {"Default": frozenset({FINAL})}, model, [model], "cpu",
@@ -362,7 +363,10 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_error_and_is_left_as_it
     handler.io.save(state, epochs=0)
     path = Path(handler.io._get_latest_checkpoint_path(swa=False))
     before = path.read_bytes()
-    with pytest.raises(E0InputError) as error:
+    with pytest.raises(RefitFailed) as failed:
         refitter.final(handler.io, stage_two=False)
-    assert str(path) in str(error.value) and "keys do not match" in str(error.value) and "\n" not in str(error.value)
+    assert (failed.value.kind, failed.value.epoch, failed.value.checkpoint) == (FINAL, 0, path.name)
+    cause = failed.value.__cause__  # the one line the training door logs
+    assert isinstance(cause, E0InputError)
+    assert str(path) in str(cause) and "keys do not match" in str(cause) and "\n" not in str(cause)
     assert path.read_bytes() == before  # no refit of other weights, and nothing written

@@ -1,25 +1,15 @@
-"""The plugin in each way mace is started (console script, ``python -m``) and on each training
-data format mace reads (extxyz, h5 from mace_prepare_data, LMDB)."""
+"""The plugin turned off, bad input from the command line, and each training data format mace reads
+(extxyz, h5 from mace_prepare_data, LMDB). Every way mace is launched: test_launch_routes.py."""
 
 import os
 
 import pytest
 import torch
 
-from conftest import (PYTHON, expected_e0s, finetune_argv, mace_train, planted_configs, report, run_command,
+from conftest import (expected_e0s, finetune_argv, mace_train, planted_configs, report, run_command,
                       saved_e0s, write_xyz)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.mark.parametrize("launcher", [["mace_run_train"], [PYTHON, "-m", "mace.cli.run_train"]],
-                         ids=["console-script", "python-m"])
-def test_installed_plugin_is_active_in_every_way_mace_is_started(foundation, planted_train, tmp_path, launcher):
-    work = tmp_path / "run"
-    result = run_command(launcher + finetune_argv(foundation, planted_train, work), cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert torch.allclose(saved_e0s(work / "ft.model")[0], expected_e0s(foundation), atol=1e-6, rtol=0)
-    assert "RMSE of E per atom" in result.stdout  # the report table, in mace's log
 
 
 def test_disabled_plugin_leaves_mace_as_it_was(foundation, planted_train, tmp_path):

@@ -22,7 +22,7 @@ from ._models import (REPLAY_HEAD, default_device, default_head, e0_buffers, mod
 from ._outliers import find_suspicious
 from ._provenance import (ATTRIBUTE, E0S_FILE, FOUNDATION, ISOLATED_ATOMS, METHOD, PRIOR_KINDS, read_provenance,
                           set_provenance)
-from ._refit import DEFAULT_MODE, EPOCH, FINAL, MODES, Refit, Refitter, latest_checkpoint
+from ._refit import DEFAULT_MODE, EPOCH, FINAL, MODES, Refit, RefitFailed, Refitter, latest_checkpoint
 
 __all__ = [
     # models
@@ -39,7 +39,7 @@ __all__ = [
     "ResidualLedger", "find_suspicious",
     # estimate and refit
     "Estimate", "HeadRequest", "estimate_e0s", "CHECK_EVERY", "MIN_DEGREES_OF_FREEDOM",
-    "DEFAULT_MODE", "EPOCH", "FINAL", "MODES", "Refit", "Refitter", "latest_checkpoint",
+    "DEFAULT_MODE", "EPOCH", "FINAL", "MODES", "Refit", "RefitFailed", "Refitter", "latest_checkpoint",
     # provenance
     "ATTRIBUTE", "METHOD", "FOUNDATION", "ISOLATED_ATOMS", "E0S_FILE", "PRIOR_KINDS", "read_provenance",
     "set_provenance",

@@ -15,9 +15,13 @@ at the cost of a solve:
             each carry the refit of their own weights.
 
 The solve, its prior and its rank handling are the first estimate's: directions the data do not
-determine keep the prior.
+determine keep the prior. A refit that fails raises ``RefitFailed``, which says which refit (the
+cause is chained); the checkpoint being refitted is then left as it was. What to do about it is the
+training door's decision.
 """
 
+import functools
+import inspect
 import logging
 import os
 import time
@@ -45,6 +49,15 @@ MODES: Dict[str, FrozenSet[str]] = {
 DEFAULT_MODE = FINAL
 
 log = logging.getLogger("mace_e0_plugin")
+
+
+class RefitFailed(Exception):
+    """A refit failed: ``kind`` (EPOCH or FINAL), the ``epoch`` trained or of the ``checkpoint``
+    (the file's name, FINAL only; ``stage_two`` for mace's SWA checkpoint); ``__cause__`` is why."""
+
+    def __init__(self, kind: str, epoch: Optional[int], checkpoint: Optional[str] = None, stage_two: bool = False):
+        self.kind, self.epoch, self.checkpoint, self.stage_two = kind, epoch, checkpoint, stage_two
+        super().__init__(f"{kind} refit" + (f" of {checkpoint}" if checkpoint else f" at epoch {epoch}"))
 
 
 @dataclass
@@ -99,6 +112,7 @@ class Refitter:
         self._handles = []
         self._collecting = False
         self._first_batch = True
+        self._observe_error: Optional[Exception] = None  # raised at the epoch's end: mace's step never sees it
 
     # -- epoch refits ---------------------------------------------------------------------------
     def attach(self, *loss_modules: Optional[torch.nn.Module]) -> None:
@@ -106,7 +120,9 @@ class Refitter:
         if not (self.epoch_requests and self.from_loss):
             return
         for module in {id(m): m for m in loss_modules if m is not None}.values():
-            self._handles.append(module.register_forward_hook(self._observe, with_kwargs=True))
+            signature = inspect.signature(module.forward)  # bound by name: any call convention of mace's
+            self._handles.append(module.register_forward_hook(
+                functools.partial(self._observe, signature), with_kwargs=True))
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -119,12 +135,21 @@ class Refitter:
         self._collecting = True  # validation and mace's error tables call the loss too: not counted
         self._first_batch = True
 
-    @torch.no_grad()
-    def _observe(self, _module, args, kwargs, _output) -> None:
+    def _observe(self, signature, _module, args, kwargs, _output) -> None:
+        """A forward hook on mace's loss: runs inside mace's training step, so it never raises
+        there; a failure stops the collection and is raised at the epoch's end."""
         if not self._collecting:
             return
-        pred = kwargs.get("pred", args[0] if args else None)
-        ref = kwargs.get("ref", args[1] if len(args) > 1 else None)
+        try:
+            call = signature.bind(*args, **kwargs).arguments
+            self._collect(call.get("pred"), call.get("ref"))
+        except Exception as error:  # pylint: disable=broad-except
+            self._observe_error = error
+            self._collecting = False
+            self.detach()
+
+    @torch.no_grad()
+    def _collect(self, pred, ref) -> None:
         energy = pred.get("energy") if isinstance(pred, dict) else None
         if energy is None or ref is None or getattr(ref, "energy", None) is None:
             return
@@ -142,15 +167,18 @@ class Refitter:
             self.systems[request.name].update(counts, residuals, loss_weights, selected)
 
     def epoch_end(self, epoch: int) -> List[Refit]:
-        """Re-solve and write every epoch-refitted head's E0s, before mace validates."""
+        """Re-solve and write every epoch-refitted head's E0s, before mace validates; RefitFailed
+        if that fails (the E0s in the model are then as they were)."""
         self._collecting = False
         if not self.epoch_requests:
             return []
         started = time.perf_counter()
-        if self.from_loss:
-            solutions = self._solve_collected()
-        else:
-            solutions = self._solve_by_pass(self.epoch_requests)
+        try:
+            if self._observe_error is not None:
+                raise self._observe_error
+            solutions = self._solve_collected() if self.from_loss else self._solve_by_pass(self.epoch_requests)
+        except Exception as error:
+            raise RefitFailed(EPOCH, epoch) from error
         for request in self.epoch_requests:
             if request.name in solutions:
                 for copy in self.copies:
@@ -175,17 +203,16 @@ class Refitter:
         return solutions
 
     def _solve_by_pass(self, requests: Sequence[HeadRequest]) -> Dict[str, E0Solution]:
-        try:
-            estimate: Estimate = estimate_e0s(self.model, requests, self.device, distributed=self.distributed,
-                                              progress=self.rank == 0, pass_dtype=self.pass_dtype, **self.loader)
-        except E0InputError as error:  # a diverged network: keep what it has, let mace report
-            log.warning(f"--E0s_refit: skipped ({error.message})")
-            return {}
+        """One no-grad pass and solve (a diverged network's NaN energies raise: the refit fails)."""
+        estimate: Estimate = estimate_e0s(self.model, requests, self.device, distributed=self.distributed,
+                                          progress=self.rank == 0, pass_dtype=self.pass_dtype, **self.loader)
         return estimate.solutions
 
     # -- the final refit ------------------------------------------------------------------------
-    def final(self, checkpoint_io, stage_two: bool) -> List[Refit]:
-        """Refit, in place, each checkpoint that mace is about to reload to save and evaluate."""
+    def final(self, checkpoint_io, stage_two: bool, refit: bool = True) -> List[Refit]:
+        """Refit, in place, each checkpoint that mace is about to reload to save and evaluate
+        (``refit=False``: only read their E0s into ``saved_e0s``). RefitFailed if a refit fails:
+        that checkpoint is left as it was, and the later ones are not refitted."""
         refits = []
         for swa in ([False, True] if stage_two else [False]):
             # Rank 0's view of the files, for all: ranks that saw others would enter other collectives.
@@ -193,11 +220,16 @@ class Refitter:
             if latest is None:
                 continue
             path, epoch = latest
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            if self.final_requests:
-                refits += self._refit_checkpoint(checkpoint, path, epoch)
-            for request in self.epoch_requests + self.final_requests:
-                self.saved_e0s[request.name] = read_state_e0s(checkpoint["model"], request.index)
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+                for request in self.epoch_requests + self.final_requests:  # as saved, until refitted
+                    self.saved_e0s[request.name] = read_state_e0s(checkpoint["model"], request.index)
+                if refit and self.final_requests:
+                    refits += self._refit_checkpoint(checkpoint, path, epoch)
+            except Exception as error:
+                if not refit:
+                    raise
+                raise RefitFailed(FINAL, epoch, os.path.basename(path), stage_two=swa) from error
         return refits
 
     def _refit_checkpoint(self, checkpoint: dict, path: str, epoch: int) -> List[Refit]:
@@ -206,13 +238,12 @@ class Refitter:
             self.model.load_state_dict(checkpoint["model"], strict=True)
         except RuntimeError as error:
             summary = " ".join(str(error).split())[:300]
-            raise E0InputError(f"checkpoint {path}: its keys do not match the model being trained ({summary}); "
-                               "no final refit was made and the checkpoint is left as it was. Refit it later with "
-                               "mace-e0 estimate and apply, on the saved model.") from None
+            raise E0InputError(f"checkpoint {path}: its keys do not match the model being trained ({summary})") from None
         solutions = self._solve_by_pass(self.final_requests)
         for name, solution in solutions.items():
             index = next(r.index for r in self.final_requests if r.name == name)
             write_rows(state_e0_buffers(checkpoint["model"]), index, solution.e0s)
+            self.saved_e0s[name] = read_state_e0s(checkpoint["model"], index)  # in the model's dtype
         if solutions and self.rank == 0:
             self.save(path, checkpoint)
         if self.distributed:

@@ -4,7 +4,9 @@
 
 ``entry`` is an E0Solution's per-head record (``solution_entry``), plus the prior and, where part
 of the data was used, the sampling; after refits its ``E0s`` are those of the last model mace saves
-and ``estimated_E0s`` keep the first estimate. Provenance, ``mace-e0 apply REPORT.json`` and a
+and ``estimated_E0s`` keep the first estimate. A fine-tune whose own work failed after its first
+step adds ``"failures": [{step, error, kept, heads, refit_later}]``; those heads' provenance then
+says ``refit_failed``. Provenance, ``mace-e0 apply REPORT.json`` and a
 restarted fine-tune read it back through the functions here, and nowhere else.
 """
 
@@ -136,6 +138,7 @@ def provenance_from_report(content: Mapping[str, object], source: str = "the rep
         raise E0InputError(f"{source}: not an E0 report (no \"heads\"); give the JSON that "
                            "mace-e0 estimate --output or a fine-tune's results folder has.")
     refits = content.get("refits", [])
+    not_refitted = _not_refitted(content.get("failures", []))
     provenance = {}
     for name, entry in heads.items():
         missing = [key for key in _PROVENANCE_NEEDS if key not in entry]
@@ -155,7 +158,18 @@ def provenance_from_report(content: Mapping[str, object], source: str = "the rep
             "n_refits": sum(1 for refit in refits if refit.get("head") == name),
             "plugin_version": __version__,
         }
+        if name in not_refitted:
+            provenance[name]["refit_failed"] = not_refitted[name]
     return provenance
+
+
+def _not_refitted(failures: Sequence[Mapping[str, object]]) -> Dict[str, str]:
+    """{head: why its E0s were not refitted}, from a fine-tune's ``failures``: the first that named it."""
+    reasons: Dict[str, str] = {}
+    for failure in failures:
+        for head in failure.get("heads") or []:
+            reasons.setdefault(head, f"{failure['step']} failed: {failure['error']}")
+    return reasons
 
 
 def read_e0s_or_report(path: str, head: str) -> Tuple[Dict[int, float], Optional[dict]]:

@@ -120,7 +120,8 @@ def format_provenance(provenance: Optional[dict]) -> str:
     return (f"E0 provenance: {provenance['method']}, rank {provenance['rank']} of {provenance['n_elements']}, "
             f"prior {prior['source']} ({prior['kind']}), determined {determined}, "
             f"weighting {provenance['weighting']}, {provenance['n_configs']} configs, "
-            f"{provenance['n_refits']} refits, mace-e0-plugin {provenance['plugin_version']}")
+            f"{provenance['n_refits']} refits, mace-e0-plugin {provenance['plugin_version']}"
+            + (f"; NOT refitted after training ({provenance['refit_failed']})" if provenance.get("refit_failed") else ""))
 
 
 # -- the diagnosis and the check -----------------------------------------------------------------

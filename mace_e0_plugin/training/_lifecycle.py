@@ -1,21 +1,30 @@
 """``mace_run_train --E0s=linear_system``: the plugin's life cycle inside mace's training run.
 
-``TrainingDoor`` is what mace (or our wrappers of mace-torch 0.3.16, in ``_adapters``) calls, one
-method per step of the run, in order:
+``TrainingDoor`` is the one object that mace's hooks (patches/0002) or our wrappers of mace-torch
+0.3.16 (``_adapters``) call, one method per step of the run, in order::
 
     add_arguments(parser)                   our options, in mace's own parser (--help, YAML)
-    configure(args)                         read our options, fail early on bad ones: starts a run
+    configure(args)                         reads the E0s values; a run that asks starts here
     dataset_loaded(head, configs, atoms)    note a head's training set and IsolatedAtom energies
     atomic_energies(E0s, z_table, ...)      E0s to build the model with: the foundation's
     before_training(model, train_loader, ...)  collect, solve, write into every copy, report
     epoch_start(epoch)                      --E0s_refit=epoch: gather statistics from the loss...
     epoch_end(epoch)                        ...and re-solve before mace validates
-    after_training(checkpoint_handler, ...) --E0s_refit=final: refit the checkpoints mace reloads: ends the run
-    training_failed()                       tools.train raised: ends the run
+    after_training(checkpoint_handler, ...) --E0s_refit=final: refit the checkpoints mace reloads
+    training_failed()                       tools.train raised
 
-The door holds at most one ``LinearSystemRun``: ``configure`` starts it and ``end`` is the one place
-it stops. Bad input stops mace before the first step with one line (a SystemExit), options
-spelled as mace_run_train spells them.
+It holds at most one ``LinearSystemRun``, and nothing else of the run lives anywhere else. Like
+torch_ema's ``ExponentialMovingAverage``, it can be driven by hand around any training loop: build
+one, ``configure(args)``, ``before_training(model=..., train_loader=..., device=...)``, bracket
+each epoch with ``epoch_start``/``epoch_end``, and end with ``after_training``.
+
+The rules it keeps, whoever calls it:
+- A run that does not ask for linear_system is mace's own: ``configure`` reads its E0s values and
+  nothing else, and a fault there leaves the run as if the plugin were not installed.
+- Before the first step, bad input stops the run with one line (a SystemExit), options spelled as
+  mace_run_train spells them; so does a mace-torch the wrappers were not written for.
+- After the first step nothing of ours stops mace (``_failures``): a failure is one ERROR line,
+  a record in the report and the provenance, and mace goes on.
 
 Why at the entry of training: by then the model is built, LoRA is injected, the cueq conversion
 and any checkpoint restore are done, and mace 0.3.16's ``load_foundations_elements`` has had its
@@ -24,132 +33,56 @@ Why the final refit rewrites checkpoints: after training, mace 0.3.16 reloads th
 checkpoint(s) to save ``name.model`` and to evaluate; anything written into the model is lost.
 """
 
-import ast
+import contextlib
 import functools
 import logging
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional
+from typing import Dict, List, Optional
 
+from ase.data import chemical_symbols
+from torch.optim import LBFGS
+
+from ..doors import build_request, training_spelling
 from ..errors import E0InputError
-from ..doors import OPTIONS, training_spelling
+from ..glue import (EPOCH, SAMPLE_SIZE, LoadedData, Refitter, RefitFailed, agree, estimate_e0s, model_heads,
+                    set_provenance, write_e0s)
+from ..io import (Outputs, estimate_report, format_estimate, format_refit, provenance_from_report, read_report,
+                  report_path, report_with_refits, save_torch, write_outputs)
+from ._compat import UnsupportedMace
+from ._failures import LOG_PREFIX, Failure, describe, refit_later_commands, saved_model_path
+from ._mace_run import (datasets_by_head, foundation_e0s, locate_in_files, read_foundation_e0s,
+                        restored_from_checkpoint, without_replication)
+from ._plan import KEYWORD, HeadPlan, add_arguments, asks_for_linear_system, mentions_linear_system, pass_dtype, plan_heads
 
-KEYWORD = "linear_system"
-# Ours, as --E0s_<name> in mace's parser; each can be set per head too, but the pass dtype (one network).
-OUR_OPTIONS = ("prior", "weighting", "max_configs", "se_tolerance", "refit", "exclude_suspicious", "dtype")
-HEAD_OPTIONS = ("weighting", "max_configs", "se_tolerance", "refit", "exclude_suspicious")
 ERROR_PREFIX = "mace-e0-plugin: error: "
 
 log = logging.getLogger("mace_e0_plugin")
 
 
-def add_arguments(parser) -> None:
-    """Our options, grouped in mace's parser so that --help and --config YAML files know them.
-    Each can also be set per head in a ``heads:`` YAML block."""
-    for action in parser._actions:  # pylint: disable=protected-access
-        if action.dest == "E0s" and KEYWORD not in (action.help or ""):
-            action.help = (f"{action.help}; or '{KEYWORD}' to re-estimate them from the foundation "
-                           "model's errors on the training data (mace-e0-plugin)")
-    group = parser.add_argument_group(
-        "E0 re-estimation (mace-e0-plugin)",
-        f"With --E0s={KEYWORD}, the model about to be trained is run over the training data before "
-        "the first epoch, and its E0s are corrected by least squares on E_ref - E_pred.")
-    for name in OUR_OPTIONS:
-        option = OPTIONS[name]
-        # Text, checked in configure: one check, and one error, for the command line and heads: blocks.
-        group.add_argument(option.train, type=str, default=option.default, help=option.help,
-                           choices=list(option.choices) if option.choices else None)
-
-
-@dataclass
-class HeadPlan:
-    """What one head asked for, and what mace told us about its data while loading."""
-
-    name: str
-    weighting: str
-    prior: object  # io.Prior: automatic, 'foundation' or a file, read at the start of the run
-    energy_key: str
-    train_files: List[str]
-    max_configs: Optional[int] = None
-    se_tolerance: Optional[float] = None
-    refit: FrozenSet[str] = frozenset()  # --E0s_refit: when to re-solve during and after training
-    exclude_suspicious: bool = False  # --E0s_exclude_suspicious: fit without broken-looking labels
-    isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
-    n_train_configs: Optional[int] = None  # xyz heads: before mace replicates them for replay
-
-    @property
-    def source(self) -> str:
-        return f"{', '.join(self.train_files)} (energy key '{self.energy_key}')"
-
-
-def plan_run(args) -> Optional["LinearSystemRun"]:
-    """The run's plan for every head that asked for linear_system, or None; fails before any data load."""
-    from ..glue import MODES, REPLAY_HEAD
-    from ..io import prior_from
-
-    heads = _head_dicts(args)
-    if str(heads.get(REPLAY_HEAD, {}).get("E0s", "")).lower() == KEYWORD:
-        raise E0InputError(f"--E0s={KEYWORD} cannot apply to {REPLAY_HEAD}: the replay head keeps the "
-                           "foundation's E0s. Set it on the fine-tuning heads only.")
-    requested = {name: head for name, head in heads.items()
-                 if name != REPLAY_HEAD and str(head.get("E0s", args.E0s)).lower() == KEYWORD}
-    if not requested:
-        return None
-    if args.foundation_model is None:
-        raise E0InputError(
-            f"--E0s={KEYWORD} corrects the E0s of a pretrained model and needs --foundation_model. "
-            "To train from scratch use --E0s=average, a JSON file of E0s, or isolated atoms in the "
-            "training file.")
-    plans = {}
-    for name, head in requested.items():
-        def given(option: str, head=head):
-            flag = OPTIONS[option].train.lstrip("-")
-            return head.get(flag, getattr(args, flag, None))
-
-        try:
-            energy_key = head.get("energy_key", args.energy_key)
-            values = {option: OPTIONS[option].value(given(option)) for option in HEAD_OPTIONS}
-            prior = prior_from(given("prior"), energy_key)
-        except E0InputError as error:  # where a heads: block set it, say which head and where
-            spell = functools.partial(training_spelling, head=name, head_options=head)
-            ours = any(OPTIONS[option].train.lstrip("-") in head for option in OUR_OPTIONS)
-            raise E0InputError((f"head '{name}': " if ours else "") + error.render(spell)) from None
-        train_files = head.get("train_file", args.train_file)
-        plans[name] = HeadPlan(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
-                               train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
-                               max_configs=values["max_configs"], se_tolerance=values["se_tolerance"],
-                               refit=MODES[values["refit"]], exclude_suspicious=values["exclude_suspicious"])
-    return LinearSystemRun(args, plans, OPTIONS["dtype"].value(getattr(args, "E0s_dtype", None)))
-
-
-def _head_dicts(args) -> Dict[str, dict]:
-    heads = args.heads
-    if heads is None:
-        return {"Default": {}}
-    return dict(ast.literal_eval(heads) if isinstance(heads, str) else heads)
-
-
 def _symbols(numbers) -> str:
-    from ase.data import chemical_symbols
-
     return ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in numbers)
 
 
 class LinearSystemRun:
     """One mace_run_train run that asked for linear_system on some head: its steps."""
 
-    def __init__(self, args, heads: Dict[str, HeadPlan], pass_dtype: str):
+    def __init__(self, args, heads: Dict[str, HeadPlan], dtype: str):
         self.args = args
         self.heads = heads
-        self.pass_dtype = pass_dtype  # --E0s_dtype: the network's dtype in our passes (not the loss's)
+        self.pass_dtype = dtype  # --E0s_dtype: the network's dtype in our passes (not the loss's)
         self._foundation_e0s: Optional[Dict[int, float]] = None
-        self.refitter = None  # a glue.Refitter while tools.train runs, if any head refits
+        self.refitter: Optional[Refitter] = None  # while tools.train runs, if any head refits
         self.report: Dict[str, object] = {}  # the JSON report's content
+        self.failures: List[Failure] = []  # what failed after the first step
+        self.stage_two = False  # --swa: mace saves a second model
         self.rank = 0
+
+    @property
+    def refitting(self) -> bool:
+        """Refits go on until one fails: the E0s then stay those of the last that succeeded."""
+        return self.refitter is not None and not any(f.heads for f in self.failures)
 
     def foundation_e0s(self) -> Dict[int, float]:
         if self._foundation_e0s is None:
-            from ._mace_run import read_foundation_e0s
-
             self._foundation_e0s = read_foundation_e0s(self.args)
         return self._foundation_e0s
 
@@ -168,11 +101,9 @@ class LinearSystemRun:
     def atomic_energies(self, E0s, z_table, model_foundation=None) -> Optional[Dict[int, float]]:  # pylint: disable=invalid-name
         """For --E0s=linear_system: the foundation's E0s, a well-defined placeholder to build the
         model with, replaced before the first epoch. None for any other --E0s."""
-        if not isinstance(E0s, str) or E0s.lower() != KEYWORD:
+        if not isinstance(E0s, str) or E0s.strip().lower() != KEYWORD:
             return None
         if model_foundation is not None and self._foundation_e0s is None:
-            from ._mace_run import foundation_e0s
-
             self._foundation_e0s = foundation_e0s(model_foundation, self.args)
         foundation = self.foundation_e0s()
         missing = [z for z in z_table.zs if z not in foundation]
@@ -191,15 +122,11 @@ class LinearSystemRun:
                         **_unused) -> bool:
         """Collect, solve, write the new E0s into every copy of the model, and report; then set up
         the refits of --E0s_refit. False when nothing is left to do in this run."""
-        from ..glue import agree
-        from ._mace_run import restored_from_checkpoint
-
         self.rank = rank
+        self.stage_two = swa is not None
         requests = self._head_requests(model, train_loader.dataset)
         copies = [model] + ([swa.model] if swa is not None else [])
         if agree(restored_from_checkpoint(self.args, checkpoint_handler), distributed):  # rank 0's file system decides
-            from ..io import read_report, report_path
-
             log.info(f"--E0s={KEYWORD}: restarted from a checkpoint, whose E0s were already re-estimated; "
                      "keeping them")
             self.report = read_report(report_path(self.args.results_dir, self.args.name))
@@ -209,11 +136,6 @@ class LinearSystemRun:
         modes = {name: plan.refit for name, plan in self.heads.items()}
         if not any(modes.values()):
             return False
-        from torch.optim import LBFGS
-
-        from ..glue import Refitter
-        from ..io import save_torch
-
         args = self.args
         self.refitter = Refitter(requests, modes, model, copies, device, save=save_torch,
                                  batch_size=args.valid_batch_size, num_workers=args.num_workers,
@@ -223,10 +145,6 @@ class LinearSystemRun:
         return True
 
     def _estimate(self, model, requests, copies, device, distributed: bool, rank: int):
-        from ..glue import SAMPLE_SIZE, estimate_e0s, write_e0s
-        from ..io import estimate_report, format_estimate, write_outputs
-        from ._mace_run import locate_in_files
-
         args = self.args
         log.info(f"--E0s={KEYWORD}: running the model over the training data of head(s) "
                  f"{', '.join(r.name for r in requests)} to re-estimate E0s")
@@ -265,10 +183,6 @@ class LinearSystemRun:
                                "kept in the fit; check it, or pass --E0s_exclude_suspicious=true"))
 
     def _head_requests(self, model, dataset):
-        from ..doors import build_request
-        from ..glue import LoadedData, model_heads
-        from ._mace_run import datasets_by_head, without_replication
-
         heads = model_heads(model)
         datasets = datasets_by_head(dataset, heads)
         foundation = self.foundation_e0s()
@@ -288,74 +202,136 @@ class LinearSystemRun:
             requests.append(request)
         return requests
 
-    # -- during and after training --------------------------------------------------------------
-    def epoch_start(self, epoch: int) -> None:  # pylint: disable=unused-argument
-        if self.refitter is not None:
-            self.refitter.epoch_start()
+    # -- during and after training: nothing raised from here on ---------------------------------
+    def epoch_start(self, epoch: int) -> None:
+        if self.refitting and self.refitter.epoch_requests:
+            with self._refit_guard(epoch):
+                self.refitter.epoch_start()
 
     def epoch_end(self, epoch: int) -> None:
         """--E0s_refit=epoch: re-solve from the epoch's training batches, before mace validates."""
-        if self.refitter is None:
+        if not (self.refitting and self.refitter.epoch_requests):
             return
-        refits = self.refitter.epoch_end(epoch)
-        self._log_refits(refits)
-        if refits and self.rank == 0:
-            self._write_report(self._with_refits())
-
-    def after_training(self, checkpoint_handler=None, swa=None, **_unused) -> None:
-        """--E0s_refit=final: refit the checkpoints mace is about to reload, then the last report."""
-        if self.refitter is None:
-            return
-        try:
-            if checkpoint_handler is not None:
-                self._log_refits(self.refitter.final(checkpoint_handler.io, stage_two=swa is not None))
-        finally:
-            self.close()
-        content = self._with_refits()
-        _record_provenance(self.refitter.model, content)  # mace reloads weights into this object, then saves it
+        with self._refit_guard(epoch):
+            refits = self.refitter.epoch_end(epoch)
+            self._log_refits(refits)
         if self.rank == 0:
-            path = self._write_report(content)
-            log.info(f"--E0s={KEYWORD}: report with the E0s of the saved model(s) written to {path}")
+            self._write_report()
+
+    def after_training(self, checkpoint_handler=None, **_unused) -> None:
+        """--E0s_refit=final: refit the checkpoints mace is about to reload; then the provenance of
+        the model mace saves, and the last report."""
+        if self.refitter is None:
+            return
+        self.close()
+        refitted = False
+        if self.refitting and checkpoint_handler is not None:
+            with self._refit_guard(None):
+                self._log_refits(self.refitter.final(checkpoint_handler.io, stage_two=self.stage_two))
+                refitted = True
+        if not refitted and checkpoint_handler is not None:  # the E0s mace will save, for the report
+            with self._output_guard("reading the E0s of the checkpoints mace saves from", "the report keeps "
+                                    "the E0s of the last estimate or refit that succeeded"):
+                self.refitter.final(checkpoint_handler.io, stage_two=self.stage_two, refit=False)
+        with self._output_guard("recording the E0 provenance in the model mace saves",
+                                "the saved model's E0s; it carries no provenance"):
+            # mace reloads weights into this object, then saves a copy of it
+            _record_provenance(self.refitter.model, self._with_refits())
+        if self.rank == 0:
+            path = self._write_report()
+            if path:
+                log.info(f"--E0s={KEYWORD}: report with the E0s of the saved model(s) written to {path}")
 
     def close(self) -> None:
         """Stop watching mace's loss."""
         if self.refitter is not None:
             self.refitter.detach()
 
-    def _log_refits(self, refits) -> None:
-        from ..io import format_refit
+    # -- failures after the first step ----------------------------------------------------------
+    @contextlib.contextmanager
+    def _refit_guard(self, epoch: Optional[int]):
+        """A refit that fails ends the refits: one ERROR line, recorded, and mace goes on."""
+        try:
+            yield
+        except Exception as error:  # pylint: disable=broad-except  (out of memory included)
+            failed = error if isinstance(error, RefitFailed) else None
+            cause = error.__cause__ if failed is not None and error.__cause__ is not None else error
+            self.close()
+            self._fail(self._refit_failure(failed, epoch, cause))
 
+    @contextlib.contextmanager
+    def _output_guard(self, step: str, kept: str):
+        """An output that fails is one ERROR line; the refits go on."""
+        try:
+            yield
+        except Exception as error:  # pylint: disable=broad-except
+            self._fail(Failure(step=step, error=describe(error), kept=kept))
+
+    def _fail(self, failure: Failure) -> None:
+        self.failures.append(failure)
+        log.error(failure.line)
+
+    def _refit_failure(self, failed: Optional[RefitFailed], epoch: Optional[int], cause: BaseException) -> Failure:
+        refitter = self.refitter
+        heads = [r.name for r in (refitter.epoch_requests + refitter.final_requests)]
+        heads = list(dict.fromkeys(heads))
+        names = ", ".join(f"'{h}'" for h in heads)
+        if failed is not None and failed.checkpoint is not None:
+            step = f"the final E0 refit of checkpoint {failed.checkpoint} (head {names})"
+            source = self._e0_source(heads, failed.epoch)
+            kept = (f"that checkpoint as it was, with the E0s it was saved with ({source}), which mace saves "
+                    "and evaluates; no further E0 refits in this run")
+        else:
+            epoch = failed.epoch if failed is not None else epoch
+            step = f"the E0 refit at the end of epoch {epoch} (head {names})"
+            kept = (f"the E0s of {self._e0_source(heads, None)} in the model; no further E0 refits in this run, "
+                    "the final one included")
+        # The model to refit later: the checkpoint's, or for an epoch refit the last one mace saves.
+        final = failed is not None and failed.checkpoint is not None
+        model_path = saved_model_path(self.args, stage_two=failed.stage_two if final else self.stage_two)
+        multihead = len(model_heads(refitter.model)) > 1
+        commands = [command for head in heads
+                    for command in refit_later_commands(self.args, self.heads[head], model_path, multihead)]
+        return Failure(step=step, error=describe(cause), kept=kept, heads=heads, commands=commands)
+
+    def _e0_source(self, heads: List[str], up_to_epoch: Optional[int]) -> str:
+        """Which estimate or refit gave the E0s that were kept: the last epoch refit (up to a
+        checkpoint's epoch), else the first estimate."""
+        epochs = [r.epoch for r in self.refitter.refits
+                  if r.kind == EPOCH and r.head in heads and (up_to_epoch is None or r.epoch <= up_to_epoch)]
+        return f"the epoch-{max(epochs)} refit" if epochs else "the first estimate"
+
+    # -- the report -------------------------------------------------------------------------------
+    def _log_refits(self, refits) -> None:
         if self.rank == 0:
             for refit in refits:
                 log.info(format_refit(refit))
 
     def _with_refits(self) -> Dict[str, object]:
-        from ..io import report_with_refits
-
         refitter = self.refitter
-        return report_with_refits(self.report, refitter.refits, refitter.saved_e0s,
-                                  refitter.model.atomic_numbers.tolist())
+        content = report_with_refits(self.report, refitter.refits, refitter.saved_e0s,
+                                     refitter.model.atomic_numbers.tolist())
+        if self.failures:
+            content["failures"] = [failure.to_dict() for failure in self.failures]
+        return content
 
-    def _outputs(self, plotting: bool = False):
+    def _outputs(self, plotting: bool = False) -> Outputs:
         """The run's report, ``{results_dir}/{name}_E0s_linear_system.json``, and its figure(s) beside it."""
-        from ..io import Outputs, report_path
-
         report = report_path(self.args.results_dir, self.args.name)
         figure = report[:-len(".json")] + ".png" if plotting else None
         return Outputs(report=report, figure=figure, figure_failure_is_error=False)  # a figure never fails a fine-tune
 
-    def _write_report(self, content: Dict[str, object]) -> str:
-        from ..io import write_outputs
-
-        return write_outputs(self._outputs(), content)["report"]
+    def _write_report(self) -> Optional[str]:
+        """The report with the refits and failures so far; None if it could not be written."""
+        path = self._outputs().report
+        with self._output_guard(f"writing the report {path}", "the E0s in the model and its checkpoints"):
+            return write_outputs(self._outputs(), self._with_refits())["report"]
+        return None
 
 
 def _record_provenance(model, content: Dict[str, object]) -> None:
     """The report's provenance into the model: a plain attribute, which survives mace's
     load_latest (weights only) and the deepcopy it saves, so every saved .model carries it."""
-    from ..glue import set_provenance
-    from ..io import provenance_from_report
-
     if not content.get("heads"):  # a restart without its report has nothing to record
         return
     try:
@@ -364,24 +340,58 @@ def _record_provenance(model, content: Dict[str, object]) -> None:
         log.warning(f"--E0s={KEYWORD}: no E0 provenance recorded ({error.message})")
 
 
-def _stops_training(step):
-    """Bad input stops mace before its first step: one line, in mace_run_train's spelling of options,
-    and no traceback (a SystemExit, as argparse's own errors are)."""
+@contextlib.contextmanager
+def stopping_before_training(door: "TrainingDoor"):
+    """Before the first step, bad input (or a mace-torch the wrappers do not support) stops mace
+    with one line, in mace_run_train's spelling of options, and no traceback (a SystemExit, as
+    argparse's own errors are)."""
+    try:
+        yield
+    except E0InputError as error:
+        door.end()
+        raise SystemExit(ERROR_PREFIX + error.render(training_spelling)) from None
+    except UnsupportedMace as error:
+        door.end()
+        raise SystemExit(ERROR_PREFIX + str(error)) from None
+
+
+def _stops_before_training(step):
+    @functools.wraps(step)
+    def guarded(door: "TrainingDoor", *args, **kwargs):
+        with stopping_before_training(door):
+            return step(door, *args, **kwargs)
+    return guarded
+
+
+def _never_stops_training(step):
+    """After the first step: whatever escapes a run's own guards is one ERROR line, and the run
+    ends; mace goes on."""
     @functools.wraps(step)
     def guarded(door: "TrainingDoor", *args, **kwargs):
         try:
             return step(door, *args, **kwargs)
-        except E0InputError as error:
+        except Exception as error:  # pylint: disable=broad-except
+            log.error(f"{LOG_PREFIX}{step.__name__} failed: {describe(error)}; kept: the E0s in the model and "
+                      "its checkpoints as they were; the plugin does nothing more in this run")
             door.end()
-            raise SystemExit(ERROR_PREFIX + error.render(training_spelling)) from None
+            return None
     return guarded
 
 
 class TrainingDoor:
-    """The run in progress, if it asked for linear_system: ``configure`` starts it, ``end`` stops it."""
+    """The run in progress, if it asked for linear_system: ``configure`` starts it, ``end`` stops it.
 
-    def __init__(self):
+    ``unsupported``: how the installed mace-torch differs from the tested one (``_compat``); a run
+    that asks for linear_system then stops at ``configure``, and every other run is untouched.
+    """
+
+    def __init__(self, unsupported: Optional[List[str]] = None):
         self.run: Optional[LinearSystemRun] = None
+        self.unsupported = unsupported
+
+    def stopping_before_training(self):
+        """A context in which bad input stops mace with one line (for the adapters' own checks)."""
+        return stopping_before_training(self)
 
     @property
     def active(self) -> bool:
@@ -390,34 +400,56 @@ class TrainingDoor:
     def add_arguments(self, parser) -> None:
         add_arguments(parser)
 
-    @_stops_training
+    def asks(self, args) -> bool:
+        """Whether ``args`` ask for linear_system, reading the E0s values only. Never raises for a
+        run that did not ask; a run whose options cannot be read but mention the keyword is
+        stopped (UnsupportedMace), rather than trained without us."""
+        try:
+            return asks_for_linear_system(args)
+        except Exception as error:  # pylint: disable=broad-except
+            try:
+                mentioned = mentions_linear_system(args)
+            except Exception:  # pylint: disable=broad-except
+                mentioned = False
+            if mentioned:
+                raise UnsupportedMace([f"its run options could not be read ({describe(error)})"]) from None
+            return False
+
+    @_stops_before_training
     def configure(self, args) -> Optional[LinearSystemRun]:
         self.end()
-        self.run = plan_run(args)
+        if not self.asks(args):
+            return None
+        if self.unsupported:
+            raise UnsupportedMace(self.unsupported)
+        heads = plan_heads(args)
+        self.run = LinearSystemRun(args, heads, pass_dtype(args)) if heads else None
         return self.run
 
-    @_stops_training
+    @_stops_before_training
     def dataset_loaded(self, head_name: str, train_configs, isolated_atoms: Optional[dict]) -> bool:
         return self.run is not None and self.run.dataset_loaded(head_name, train_configs, isolated_atoms)
 
-    @_stops_training
+    @_stops_before_training
     def atomic_energies(self, E0s, z_table, model_foundation=None):  # pylint: disable=invalid-name
         return None if self.run is None else self.run.atomic_energies(E0s, z_table, model_foundation)
 
-    @_stops_training
+    @_stops_before_training
     def before_training(self, **train_arguments) -> None:
         if self.run is not None and not self.run.before_training(**train_arguments):
             self.end()  # nothing more to do in this run
 
+    @_never_stops_training
     def epoch_start(self, epoch: int) -> None:
         if self.run is not None:
             self.run.epoch_start(epoch)
 
+    @_never_stops_training
     def epoch_end(self, epoch: int) -> None:
         if self.run is not None:
             self.run.epoch_end(epoch)
 
-    @_stops_training
+    @_never_stops_training
     def after_training(self, **train_arguments) -> None:
         try:
             if self.run is not None:
