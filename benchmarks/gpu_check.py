@@ -170,7 +170,7 @@ def api_and_diagnose(checks: Checks, folder: Path, foundation: Path, device: str
                f"max |{device} - cpu| {difference:.1e} eV, error {recovered:.1e} eV",
                difference < SAME_AS_CPU_EV and recovered < RECOVERY_EV)
 
-    diagnoses = {d: diagnose_e0s(str(foundation), [str(data)], "REF_energy", "REF_forces", isolated_atoms=str(isolated),
+    diagnoses = {d: diagnose_e0s(str(foundation), [str(data)], "REF_energy", "REF_forces", prior=str(isolated),
                                  device=d) for d in ("cpu", device)}
     worst = largest_numeric_difference(diagnoses["cpu"], diagnoses[device])
     checks.add(f"diagnose_e0s(device='{device}') equals CPU", f"largest |difference| of any number {worst:.1e}",
@@ -178,7 +178,7 @@ def api_and_diagnose(checks: Checks, folder: Path, foundation: Path, device: str
     output = folder / "DIAG.json"
     command = [sys.executable, "-m", "mace_e0_plugin", "diagnose",  # = mace-e0, whichever layout
                str(foundation), str(data), "--energy-key", "REF_energy", "--forces-key",
-               "REF_forces", "--isolated-atoms", str(isolated), "--device", device, "--output", str(output), "--force"]
+               "REF_forces", "--prior", str(isolated), "--device", device, "--output", str(output), "--force"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     ok = result.returncode in (0, 3) and output.exists()
     worst = largest_numeric_difference(diagnoses["cpu"], json.loads(output.read_text())) if ok else float("nan")

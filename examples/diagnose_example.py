@@ -62,7 +62,7 @@ def main(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     planted_case(folder)
     argv = ["diagnose", "colleague.model", "data.xyz", "--energy-key", "REF_energy", "--forces-key",
-            "REF_forces", "--isolated-atoms", "isolated_atoms.xyz", "--output", "diag.json",
+            "REF_forces", "--prior", "isolated_atoms.xyz", "--output", "diag.json",
             "--plot", "diagnose.png"]
     print("$ mace-e0 " + " ".join(argv))
     here = Path.cwd()

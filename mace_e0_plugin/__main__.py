@@ -1,7 +1,35 @@
-"""python -m mace_e0_plugin: the mace-e0 command."""
+"""``mace-e0``, the command (also ``python -m mace_e0_plugin``).
 
+mace prints a line while it is imported (``mace.tools.cg``: the cuequivariance notice), before any
+command runs, and the doors import mace. So this module, alone, imports them late: under a redirect
+of stdout, whose text is shown only with ``--verbose``. Warnings while the command runs are the
+doors' affair (``doors._cli``).
+"""
+
+import contextlib
+import io
 import sys
+import warnings
+from typing import List, Optional
 
-from .doors import main
+from ._noise import NOISY_WARNINGS
 
-sys.exit(main())
+VERBOSE = "--verbose"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = VERBOSE in argv
+    printed = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+        if not verbose:
+            for message in NOISY_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+        from .doors import main as mace_e0  # pylint: disable=import-outside-toplevel  (see above)
+    if verbose:
+        sys.stdout.write(printed.getvalue())
+    return mace_e0(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

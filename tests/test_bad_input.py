@@ -99,11 +99,12 @@ def test_linear_system_on_the_replay_head_is_refused(foundation, planted_train, 
     assert "pt_head" in fails_before_training(argv, tmp_path / "run")
 
 
-@pytest.mark.parametrize("option, value", [("E0s_max_configs", "all"), ("E0s_max_configs", 0),
-                                           ("E0s_se_tolerance", -0.01)])
-def test_non_positive_or_non_numeric_sampling_options_in_a_heads_block(foundation, planted_train, tmp_path,
-                                                                      option, value):
+@pytest.mark.parametrize("option, value, what", [("E0s_refit", "sometimes", "use one of none, epoch, final"),
+                                                 ("E0s_weighting", "per_config", "use one of per_atom, total"),
+                                                 ("E0s_exclude_suspicious", "maybe", "use true or false")])
+def test_a_bad_option_in_a_heads_block_is_named_with_its_head(foundation, planted_train, tmp_path, option, value,
+                                                              what):
     heads = {"Default": {"train_file": str(planted_train), "E0s": "linear_system", option: value}}
     argv = finetune_argv(foundation, planted_train, tmp_path / "run", "--heads", json.dumps(heads))
     message = fails_before_training(argv, tmp_path / "run")
-    assert f"heads.Default.{option}={value}" in message and "must be a positive" in message
+    assert f"heads.Default.{option}={value}" in message and what in message

@@ -10,7 +10,8 @@ import tempfile
 import pytest
 
 from mace_e0_plugin.doors import main
-from mace_e0_plugin.errors import E0InputError
+from mace_e0_plugin.doors import EXIT_WRITE_FAILED
+from mace_e0_plugin.errors import E0WriteError
 from mace_e0_plugin.io import write_atomically, write_json
 
 REAL_TEMPORARY_FILE = tempfile.NamedTemporaryFile
@@ -44,7 +45,7 @@ def test_a_writer_failing_halfway_leaves_the_old_file_and_no_temporary(tmp_path)
         handle.write(b"x" * 1000)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with pytest.raises(E0InputError) as failure:
+    with pytest.raises(E0WriteError) as failure:
         write_atomically(str(target), half_then_full)
     assert failure.value.message.startswith(f"cannot write {target}: no space left on device;")
     assert target.read_text() == '{"1": -13.6}\n' and only(tmp_path) == ["e0s.json"]
@@ -71,7 +72,7 @@ def test_apply_force_over_a_model_survives_the_fault(foundation, tmp_path, monke
         cause = "permission denied"
     code = main(["apply", str(foundation.path), str(e0s), "--output", str(model), "--force"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert code == EXIT_WRITE_FAILED and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"mace-e0: error: cannot write {model}: {cause};")
     assert model.read_bytes() == before
     assert only(tmp_path) == ["e0s.json", "new.model"]
@@ -84,7 +85,7 @@ def test_estimate_outputs_on_a_full_disk(foundation, planted_train, tmp_path, mo
     code = main(["estimate", str(foundation.path), str(planted_train), "--energy-key", "REF_energy",
                  "--output", str(out / "report.json")])
     err = capsys.readouterr().err
-    assert code == 2 and f"cannot write {out / 'report.json'}: no space left on device" in err
+    assert code == EXIT_WRITE_FAILED and f"cannot write {out / 'report.json'}: no space left on device" in err
     assert only(out) == []
 
 
@@ -99,7 +100,7 @@ def test_a_read_only_folder(tmp_path):
             pass
         else:
             pytest.skip("running as root: chmod does not stop writes here")
-        with pytest.raises(E0InputError) as failure:
+        with pytest.raises(E0WriteError) as failure:
             write_json(str(folder / "report.json"), {"heads": {}})
         assert failure.value.message.startswith(f"cannot write {folder / 'report.json'}: permission denied;")
         assert only(folder) == []
@@ -111,7 +112,7 @@ def test_a_folder_that_refuses_the_temporary_file(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get("dir"))
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    with pytest.raises(E0InputError) as failure:
+    with pytest.raises(E0WriteError) as failure:
         write_json(str(tmp_path / "report.json"), {})
     assert failure.value.message.startswith(f"cannot write {tmp_path / 'report.json'}: read-only file system;")
     assert only(tmp_path) == []

@@ -21,7 +21,7 @@ FORCE_FACTOR = 1.1  # oxygen's reference forces, times this
 SCALED = 8
 ISOLATED = {1: -13.0, 6: -1030.25, 8: -2040.0}  # made-up isolated-atom energies, eV
 ENTRY_KEYS = {"symbol", "energy_correction", "energy_standard_error", "energy_z", "force_slope",
-              "force_slope_standard_error", "force_rmse", "n_force_components", "model_E0", "isolated_atom_energy"}
+              "force_slope_standard_error", "force_rmse", "n_force_components", "model_E0", "prior_E0"}
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +77,20 @@ def test_cli_recovers_planted_e0_errors_and_force_scale(foundation, case, capsys
     folder, _, _, _, n_oxygen = case
     output, figure = folder / "diag.json", folder / "diag.png"
     code, out, _ = cli(capsys, "diagnose", folder / "colleague.model", folder / "data.xyz", "--energy-key",
-                       "REF_energy", "--forces-key", "REF_forces", "--isolated-atoms", folder / "isolated.json",
+                       "REF_energy", "--forces-key", "REF_forces", "--prior", folder / "isolated.json",
                        "--output", output, "--plot", figure, "--batch-size", 7, "--dtype", "float64")
-    assert code == EXIT_FLAGGED == 3
+    assert code == EXIT_FLAGGED
     content = json.loads(output.read_text())
     assert set(content) == {"heads"} and set(content["heads"]) == {"Default"}
     head = content["heads"]["Default"]
-    assert set(head) == {"elements", "flagged", "rank", "determined_combinations", "verdict", "suspicious_configs"}
+    assert set(head) == {"elements", "flagged", "rank", "determined_combinations", "verdict", "prior",
+                         "suspicious_configs"}
+    assert head["prior"] == {"kind": "e0s_file", "source": str(folder / "isolated.json")}
     assert head["suspicious_configs"] == []  # exact data: the faults are per element, no label is broken
     assert_recovers_the_planted_faults(head, n_oxygen)
-    for z, element in head["elements"].items():  # model E0 - isolated atom: the E0 error plus ISOLATED's offset
+    for z, element in head["elements"].items():  # model E0 - prior: the E0 error plus ISOLATED's offset
         expected = foundation.e0s[int(z)] + E0_ERRORS[int(z)] - ISOLATED[int(z)]
-        assert element["model_E0"] - element["isolated_atom_energy"] == pytest.approx(expected, abs=1e-9)
+        assert element["model_E0"] - element["prior_E0"] == pytest.approx(expected, abs=1e-9)
     # The verdict names the faults and the commands that fix the E0s, for these very files.
     assert "E0 MISMATCH" in out and "FORCE SCALE" in out and out.count("*") >= 3
     assert f"mace-e0 estimate {folder / 'colleague.model'} {folder / 'data.xyz'} --energy-key REF_energy" in out
@@ -103,13 +105,13 @@ def test_python_function_takes_modules_and_atoms_and_restores_the_dtype(foundati
     torch.set_default_dtype(torch.float32)
     try:
         result = diagnose_e0s(colleague, scaled, energy_key="REF_energy", forces_key="REF_forces",
-                              isolated_atoms=synthetic.isolated_atoms(synthetic.LEVEL_B), dtype="float64")
+                              prior=synthetic.isolated_atoms(synthetic.LEVEL_B), dtype="float64")
         assert torch.get_default_dtype() == torch.float32 and read_e0s(colleague, 0) == before
     finally:
         torch.set_default_dtype(previous)
     head = result["heads"]["Default"]
     assert_recovers_the_planted_faults(head, n_oxygen)
-    assert {z: e["isolated_atom_energy"] for z, e in head["elements"].items()} == {
+    assert {z: e["prior_E0"] for z, e in head["elements"].items()} == {
         str(z): synthetic.LEVEL_B.e0s[z] for z in synthetic.ELEMENTS}
     assert "mace-e0 estimate MODEL DATA --energy-key REF_energy" in head["verdict"]
 
@@ -124,7 +126,7 @@ def test_the_exact_model_on_clean_data_flags_nothing_and_exits_0(foundation, cas
     for element in head["elements"].values():
         assert element["energy_correction"] == pytest.approx(0.0, abs=1e-6)
         assert element["force_slope"] == pytest.approx(1.0, abs=1e-6)
-        assert element["isolated_atom_energy"] is None
+        assert element["prior_E0"] is None  # no prior but the model's own E0s
 
 
 def test_rank_deficient_data_give_null_z_and_the_determined_combination(case):

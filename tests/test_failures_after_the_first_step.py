@@ -124,7 +124,7 @@ def test_a_report_that_cannot_be_written_at_the_end_costs_nothing_else(foundatio
 
     (line,) = errors_of_ours(work)
     path = work / "results" / "ft_E0s_linear_system.json"
-    assert f"writing the report {path} failed: E0InputError: cannot write {path}: no space left on device" in line
+    assert f"writing the report {path} failed: E0WriteError: cannot write {path}: no space left on device" in line
     first = report(work)  # the first estimate's report, whole
     assert "refits" not in first
     # The final refit was made and saved: the model's E0s moved from the first estimate.

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mace_e0_plugin"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = {
-    "errors": 0, "_switch": 0,
+    "errors": 0, "_switch": 0, "_noise": 0,
     "math": 1,
     "glue": 2,
     "io": 3,
@@ -108,3 +108,28 @@ def test_a_layer_names_its_public_surface():
         exported = [node for node in tree.body if isinstance(node, ast.Assign)
                     and any(getattr(t, "id", None) == "__all__" for t in node.targets)]
         assert exported, f"{init.parent.name}/__init__.py has no __all__"
+
+
+# Where an import inside a function is needed, and why; everywhere else imports sit at the top,
+# so that a module's first lines show what it depends on.
+LATE_IMPORTS = {
+    "__init__.py": "the Python API is imported on first use: the start-up hook imports this package in every process",
+    "_bootstrap.py": "start-up: standard library only until mace's training script loads",
+    "__main__.py": "mace prints while it is imported; the command imports the doors under a redirect",
+    "doors/_result.py": "importing matplotlib_inline hooks into IPython, so only where the inline backend is on",
+}
+
+
+def late_imports(path: Path):
+    tree = ast.parse(path.read_text())
+    return [node.lineno for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for node in ast.walk(function) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_sit_at_the_top_but_where_start_up_needs_them_late(path):
+    name = path.relative_to(PACKAGE).as_posix()
+    if name in LATE_IMPORTS:
+        assert late_imports(path), f"{name} has no late import left: take it off LATE_IMPORTS"
+    else:
+        assert late_imports(path) == [], f"{name}: imports inside functions at lines {late_imports(path)}"

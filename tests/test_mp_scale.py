@@ -26,6 +26,7 @@ import torch
 
 from conftest import mace_train, report, saved_e0s, shared_path, write_xyz
 from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.doors import EXIT_OK, EXIT_OUTSIDE
 from mace_e0_plugin.testing import MP0_E0S, MP0_MEDIUM_PARAMETERS, build_mace_mp0_medium_like
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
@@ -33,7 +34,6 @@ pytestmark = [pytest.mark.shared, pytest.mark.slow]
 ENERGY_KEY, FORCES_KEY = "rPBE0D3_energy", "rPBE0D3_forces"
 CACO3_WATER = {1: 196, 6: 1, 8: 101, 20: 1}  # CaCO3 + 98 H2O
 N_TRAIN = 2
-EXIT_INSIDE, EXIT_OUTSIDE = 0, 3  # mace-e0 check's exit status
 
 
 def mace_e0(*argv) -> int:
@@ -109,7 +109,7 @@ def test_mace_mp0_sized_foundation_on_caco3_water_moves_four_e0s_along_the_data_
     assert "E0 provenance: linear_system, rank 1 of 4" in capsys.readouterr().out
 
     same = write_xyz(tmp_path / "same.xyz", frames[10:12])
-    assert mace_e0("check", work / "ft.model", same) == EXIT_INSIDE
+    assert mace_e0("check", work / "ft.model", same) == EXIT_OK
     other = write_xyz(tmp_path / "other.xyz", [frames[10], without_one_water(frames[11])])
     assert mace_e0("check", work / "ft.model", other, "--output", tmp_path / "check.json") == EXIT_OUTSIDE
     checked = json.loads((tmp_path / "check.json").read_text())["heads"]["Default"]

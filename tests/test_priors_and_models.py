@@ -27,6 +27,19 @@ def test_isolated_atom_prior_reads_single_atom_frames_with_the_energy_key(tmp_pa
     assert read_prior_file(str(path), "DFT_energy") == synthetic.LEVEL_B.e0s
 
 
+def test_isolated_atoms_under_another_key_are_refused_naming_the_keys_they_have(tmp_path):
+    # Another key may hold another level of theory's energies: the training key, or one clear error.
+    frames = synthetic.isolated_atoms(synthetic.LEVEL_B, energy_key="REF_energy")
+    path = tmp_path / "isolated.xyz"
+    ase.io.write(path, frames)
+    with pytest.raises(E0InputError) as error:
+        read_prior_file(str(path), "DFT_energy")
+    message = error.value.message
+    assert message.startswith(f"prior={str(path)!r}: the isolated H atom has no finite energy under key 'DFT_energy'")
+    assert "'REF_energy'" in message and "\n" not in message
+    assert read_prior_file(str(path), "REF_energy") == synthetic.LEVEL_B.e0s
+
+
 def test_conflicting_isolated_atom_energies_are_refused(tmp_path):
     frames = synthetic.isolated_atoms(synthetic.LEVEL_B)
     frames[1].info["REF_energy"] += 1.0

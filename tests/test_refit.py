@@ -351,7 +351,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_error_and_is_left_as_it
 
     from mace.tools import CheckpointHandler
 
-    from mace_e0_plugin.errors import E0InputError
+    from mace_e0_plugin.errors import E0ModelError
     from mace_e0_plugin.glue import RefitFailed
 
     model, _, tuned = load_two_heads(two_heads)
@@ -367,6 +367,6 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_error_and_is_left_as_it
         refitter.final(handler.io, stage_two=False)
     assert (failed.value.kind, failed.value.epoch, failed.value.checkpoint) == (FINAL, 0, path.name)
     cause = failed.value.__cause__  # the one line the training door logs
-    assert isinstance(cause, E0InputError)
+    assert isinstance(cause, E0ModelError)
     assert str(path) in str(cause) and "keys do not match" in str(cause) and "\n" not in str(cause)
     assert path.read_bytes() == before  # no refit of other weights, and nothing written

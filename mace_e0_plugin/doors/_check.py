@@ -11,6 +11,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from ase.data import chemical_symbols
 
 from ..errors import E0InputError
 from ..glue import ISOLATED_ATOMS, model_atomic_numbers, read_compositions, read_provenance
@@ -25,8 +26,6 @@ N_EXAMPLES = 5
 def check_compositions(provenance: dict, atomic_numbers: Sequence[int], counts: Sequence[Sequence[int]],
                        labels: Sequence[str]) -> Dict[str, object]:
     """One head's check: how many configs have an outside part, with the first few as examples."""
-    from ase.data import chemical_symbols
-
     span = determined_span(atomic_numbers, provenance["present_elements"], provenance["determined_combinations"])
     matrix = torch.tensor([list(c) for c in counts], dtype=torch.float64).reshape(len(counts), len(atomic_numbers))
     _, outside = split_compositions(matrix, span)
@@ -51,15 +50,15 @@ def check_compositions(provenance: dict, atomic_numbers: Sequence[int], counts: 
     }
 
 
-def check_e0s(model, data: Sequence[str], head: Optional[str] = None,
+def check_e0s(model, configs: Sequence[str], head: Optional[str] = None,
               model_name: str = "MODEL") -> Dict[str, object]:
-    """``{"heads": {head: check}}`` of DATA files against ``model``'s E0 provenance (a path, a MACE
-    module or a MACECalculator): the Python API of ``mace-e0 check``. Raises E0InputError when the
-    head has no provenance."""
+    """``{"heads": {head: check}}`` of data files (``configs``, as the other doors name them)
+    against ``model``'s E0 provenance (a path, a MACE module or a MACECalculator): the Python API of
+    ``mace-e0 check``. Raises E0InputError when the head has no provenance."""
     model, name, _ = resolve_model(model, head, device="cpu" if isinstance(model, (str, os.PathLike)) else None)
     provenance = read_provenance(model).get(name)
     if provenance is None:
         raise E0InputError(f"{model_name}: no E0 provenance for head '{name}' (its E0s were not set by "
                            "mace-e0-plugin 0.1+ with linear_system or apply REPORT.json); nothing to check against.")
-    counts, labels = read_compositions(list(data), model, name)
+    counts, labels = read_compositions(list(configs), model, name)
     return {"heads": {name: check_compositions(provenance, model_atomic_numbers(model), counts, labels)}}

@@ -12,55 +12,73 @@ as ``mace_run_train --E0s=linear_system``, and writes the same report. Under
 """
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 import warnings
 from typing import List, Optional
 
-from ..errors import E0InputError
+import torch
+from ase.data import chemical_symbols
+
+from .._noise import NOISY_WARNINGS
+from ..errors import E0Error, E0InputError, E0ModelError, E0WriteError
+from ..glue import (SAMPLE_SIZE, default_device, model_atomic_numbers, model_heads, read_e0s, read_model,
+                    read_provenance, set_provenance, write_e0s)
+from ..io import (Outputs, estimate_report, format_check, format_diagnosis, format_estimate, format_provenance,
+                  plot_diagnosis, read_e0s_or_report, write_outputs)
+from ._check import check_e0s
+from ._diagnose import diagnose as run_diagnosis
 from ._options import OPTIONS, checked, cli_spelling
+from ._sequence import EstimateRequest, estimate_sequence, resolve_model
 
 PROG = "mace-e0"
-EXIT_CRASH = 1
-EXIT_BAD_INPUT = 2
-EXIT_OUTSIDE = 3  # check: some configs lie outside what the E0s were fitted on
-EXIT_FLAGGED = 3  # diagnose: an element's E0 or force scale, or a label, is flagged (the same "look at this")
+DESCRIPTION = "Estimate, inspect and apply the E0s of a MACE model without starting a training run."
+# Exit statuses, one per outcome (docs/mace-e0.md lists them; so does --help).
+EXIT_OK = 0
+EXIT_CRASH = 1  # an unexpected error (--traceback shows it)
+EXIT_BAD_INPUT = 2  # E0InputError: a file, an option or the data
+EXIT_WRITE_FAILED = 3  # E0WriteError: an output could not be written (nothing was)
+EXIT_MODEL_DOES_NOT_FIT = 4  # E0ModelError: not a MACE model with E0s, or its energy does not split
+EXIT_OUTSIDE = 5  # check: some configs lie outside the element combinations the E0s were fitted on
+EXIT_FLAGGED = 6  # diagnose: an element's E0 or force scale, or a label, is flagged
+EXIT_CODES = {E0InputError: EXIT_BAD_INPUT, E0WriteError: EXIT_WRITE_FAILED, E0ModelError: EXIT_MODEL_DOES_NOT_FIT}
+EXIT_MEANINGS = {
+    EXIT_OK: "done; for check, every config lies inside; for diagnose, nothing is flagged",
+    EXIT_CRASH: "an unexpected error (--traceback shows it)",
+    EXIT_BAD_INPUT: "bad input (E0InputError): a file, an option or the data",
+    EXIT_WRITE_FAILED: "an output could not be written (E0WriteError): nothing was, and any old file is unchanged",
+    EXIT_MODEL_DOES_NOT_FIT: "the model or a checkpoint does not fit (E0ModelError): not a MACE model with E0s, "
+                             "or its energy is not its E0 sum plus an interaction energy",
+    EXIT_OUTSIDE: "check: some configs lie outside the element combinations the E0s were fitted on",
+    EXIT_FLAGGED: "diagnose: an element's E0 or force scale, or a label, is flagged",
+}
+EXIT_STATUSES = "exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_MEANINGS.items()) + "."
 
-# Third-party lines that say nothing to a mace-e0 user; --verbose shows them.
-NOISY_WARNINGS = ("Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "The TorchScript type system")
-NOISY_IMPORTS = ("mace", "mace.tools", "mace.modules")  # mace.tools.cg prints the cuequivariance line
 
 
 # -- estimate -------------------------------------------------------------------------------------
 def estimate(args) -> int:
-    from ..glue import SAMPLE_SIZE
-    from ..io import Outputs, estimate_report, format_estimate, write_outputs
-    from ._sequence import run_estimate
-
     outputs = Outputs(report=args.output, e0s_json=args.e0s_json, figure=args.plot)
     outputs.refuse_overwrite(args.force)
     distributed, rank = _start_distributed(args.device)
-    run = run_estimate(args.model, args.data, args.energy_key, prior=args.prior, head=args.head,
-                       weighting=args.weighting, max_configs=args.max_configs, se_tolerance=args.se_tolerance,
-                       seed=args.seed, exclude_suspicious=args.exclude_suspicious, device=args.device,
-                       dtype=args.dtype, batch_size=args.batch_size,
-                       num_workers=args.num_workers, distributed=distributed, progress=rank == 0,
-                       sample_size=SAMPLE_SIZE if args.plot else 0)
+    steps = estimate_sequence(EstimateRequest(
+        args.model, args.data, args.energy_key, prior=args.prior, head=args.head, weighting=args.weighting,
+        max_configs=args.max_configs, exclude_suspicious=args.exclude_suspicious, device=args.device,
+        dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers, distributed=distributed,
+        progress=rank == 0, sample_size=SAMPLE_SIZE if args.plot else 0))
     if rank != 0:
-        return 0
-    print(f"prior: {run.prior['source']}"
-          + (f" (it lacks {_symbols(run.lacking)}, which keep the model's E0s)" if run.lacking else ""))
-    print(format_estimate(run.estimate))
-    written = write_outputs(outputs, estimate_report(run.estimate), run.estimate)
+        return EXIT_OK
+    print(f"prior: {steps.prior['source']}"
+          + (f" (it lacks {_symbols(steps.lacking)}, which keep the model's E0s)" if steps.lacking else ""))
+    print(format_estimate(steps.estimate))
+    written = write_outputs(outputs, estimate_report(steps.estimate), steps.estimate)
     if "report" in written:
         print(f"report: {written['report']}")
     if "e0s_json" in written:
         print(f"E0s for mace_run_train --E0s={written['e0s_json']}")
-    if f"figure {run.head}" in written:
-        print(f"figure: {written[f'figure {run.head}']}")
-    return 0
+    if f"figure {steps.head}" in written:
+        print(f"figure: {written[f'figure {steps.head}']}")
+    return EXIT_OK
 
 
 def default_workers() -> int:
@@ -71,8 +89,6 @@ def default_workers() -> int:
 
 def _start_distributed(device: str):
     """Under torchrun (WORLD_SIZE > 1): join the process group; every rank takes a shard."""
-    import torch
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False, 0
     if not torch.distributed.is_initialized():
@@ -84,18 +100,11 @@ def _start_distributed(device: str):
 
 
 def _symbols(numbers) -> str:
-    from ase.data import chemical_symbols
-
     return ", ".join(chemical_symbols[z] for z in numbers)
 
 
 # -- show -----------------------------------------------------------------------------------------
 def show(args) -> int:
-    from ase.data import chemical_symbols
-
-    from ..glue import model_atomic_numbers, model_heads, read_e0s, read_model, read_provenance
-    from ..io import format_provenance
-
     model = read_model(args.model)
     provenance = read_provenance(model)
     heads = model_heads(model)
@@ -109,17 +118,11 @@ def show(args) -> int:
         print(f"  {'El':<3} {'Z':>3}  {'E0 / eV':>24}")
         for z, e0 in zip(numbers, read_e0s(model, index)):
             print(f"  {chemical_symbols[z]:<3} {z:>3}  {e0!r:>24}")
-    return 0
+    return EXIT_OK
 
 
 # -- apply ----------------------------------------------------------------------------------------
 def apply(args) -> int:
-    from ase.data import chemical_symbols
-
-    from ..glue import model_atomic_numbers, read_e0s, set_provenance, write_e0s
-    from ..io import Outputs, read_e0s_or_report, write_outputs
-    from ._sequence import resolve_model
-
     outputs = Outputs(model=args.output)
     outputs.refuse_overwrite(args.force, inputs={"MODEL": args.model})
     model, head, index = resolve_model(args.model, args.head, device="cpu")
@@ -138,14 +141,11 @@ def apply(args) -> int:
     print(f"wrote {args.output}: head '{head}' with the E0s of {_symbols([z for z in numbers if z in new])}"
           + (f"; kept {', '.join(kept)}" if kept else "")
           + ("; with the report's E0 provenance" if provenance else ""))
-    return 0
+    return EXIT_OK
 
 
 # -- check ----------------------------------------------------------------------------------------
 def check(args) -> int:
-    from ..io import Outputs, format_check, write_outputs
-    from ._check import check_e0s
-
     outputs = Outputs(report=args.output)
     outputs.refuse_overwrite(args.force)
     result = check_e0s(args.model, args.data, args.head, model_name=f"MODEL {args.model}")
@@ -153,18 +153,14 @@ def check(args) -> int:
     written = write_outputs(outputs, result)
     if "report" in written:
         print(f"check: {written['report']}")
-    return EXIT_OUTSIDE if any(h["n_outside"] for h in result["heads"].values()) else 0
+    return EXIT_OUTSIDE if any(h["n_outside"] for h in result["heads"].values()) else EXIT_OK
 
 
 # -- diagnose -------------------------------------------------------------------------------------
 def diagnose(args) -> int:
-    from ..io import Outputs, format_diagnosis, plot_diagnosis, write_outputs
-    from ._diagnose import diagnose as run_diagnosis
-
     outputs = Outputs(report=args.output, figure=args.plot)
     outputs.refuse_overwrite(args.force)
-    diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.isolated_atoms,
-                              args.head, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+    diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.prior, args.head, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                               num_workers=args.num_workers)
     print(format_diagnosis(diagnosis))
     written = write_outputs(outputs, diagnosis.to_dict(), draw=lambda path: plot_diagnosis(path, diagnosis))
@@ -173,7 +169,7 @@ def diagnose(args) -> int:
     if "figure" in written:
         print(f"figure: {written['figure']}")
     flagged = diagnosis.entry["flagged"]
-    return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] or diagnosis.entry["suspicious_configs"] else 0
+    return EXIT_FLAGGED if flagged["energy"] or flagged["forces"] or diagnosis.entry["suspicious_configs"] else EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -192,36 +188,36 @@ def _add(command, name: str, help: Optional[str] = None, **settings) -> None:  #
         command.add_argument(option.cli_flag, dest=name, default=None, metavar=option.metavar, help=text, **settings)
 
 
-def _add_run_options(command) -> None:
+def _add_pass_options(command) -> None:
     for name in ("batch_size", "num_workers", "device", "dtype"):
         _add(command, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EXIT_STATUSES)
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an unexpected error")
     parser.add_argument("--verbose", action="store_true", help="also show mace's, e3nn's and torch's own notices")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     command = commands.add_parser("estimate", help="re-estimate a model's E0s on data")
-    command.set_defaults(run=estimate)
+    command.set_defaults(handler=estimate)
     _add(command, "model")
     _add(command, "data", nargs="+")
     _add(command, "energy_key", required=True)
-    for name in ("head", "prior", "weighting", "max_configs", "se_tolerance", "seed", "exclude_suspicious"):
+    for name in ("head", "prior", "weighting", "max_configs", "exclude_suspicious"):
         _add(command, name)
-    _add_run_options(command)
+    _add_pass_options(command)
     _add(command, "output", help="write the JSON report here")
     _add(command, "e0s_json")
     _add(command, "plot")
     _add(command, "force")
 
     command = commands.add_parser("show", help="print a model's E0s per head and element")
-    command.set_defaults(run=show)
+    command.set_defaults(handler=show)
     _add(command, "model")
 
     command = commands.add_parser("apply", help="copy a model with one head's E0s replaced")
-    command.set_defaults(run=apply)
+    command.set_defaults(handler=apply)
     _add(command, "model")
     _add(command, "e0s")
     _add(command, "output", help="the new model file", required=True)
@@ -230,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser(
         "check", help="find configs outside the element combinations a model's E0s were fitted on",
-        description=f"Exit status: 0 if every config lies inside, {EXIT_OUTSIDE} if some lie outside "
+        description=f"Exit status: {EXIT_OK} if every config lies inside, {EXIT_OUTSIDE} if some lie outside "
                     f"(their energies rest on the prior), {EXIT_BAD_INPUT} on bad input or a model without E0 "
                     "provenance.")
-    command.set_defaults(run=check)
+    command.set_defaults(handler=check)
     _add(command, "model")
     _add(command, "data", nargs="+")
     _add(command, "head", help="the head to check (default: mace's)")
@@ -242,16 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser(
         "diagnose", help="per element: the E0 correction the data ask for, the force slope, isolated atoms",
-        description=f"Exit status: 0 if nothing is flagged, {EXIT_FLAGGED} if an element's E0 or force scale is "
-                    f"flagged, {EXIT_BAD_INPUT} on bad input, {EXIT_CRASH} on an unexpected error.")
-    command.set_defaults(run=diagnose)
+        description=f"Exit status: {EXIT_OK} if nothing is flagged, {EXIT_FLAGGED} if an element's E0 or force "
+                    f"scale, or a label, is flagged, {EXIT_BAD_INPUT} on bad input, {EXIT_CRASH} on an unexpected "
+                    "error.")
+    command.set_defaults(handler=diagnose)
     _add(command, "model")
     _add(command, "data", nargs="+")
     _add(command, "energy_key", required=True)
     _add(command, "forces_key", required=True)
-    _add(command, "isolated_atoms")
+    _add(command, "prior", help="E0s to show each of the model's beside, and the prior of its fit: the one "
+                                "you would estimate with (an extxyz of isolated atoms at DATA's level, a JSON {Z: eV}); "
+                                "default: DATA's IsolatedAtom frames if any, else the model's own E0s")
     _add(command, "head")
-    _add_run_options(command)
+    _add_pass_options(command)
     _add(command, "output", help="write the diagnosis (DIAG.json) here")
     _add(command, "plot")
     _add(command, "force")
@@ -265,37 +264,25 @@ def _checked_args(args) -> argparse.Namespace:
     for name, value in checked(**given).items():
         setattr(args, name, value)
     if hasattr(args, "device") and args.device is None:
-        from ..glue import default_device
-
         args.device = default_device()
     if hasattr(args, "num_workers") and args.num_workers is None:
         args.num_workers = default_workers()
     return args
 
 
-@contextlib.contextmanager
-def _quiet(verbose: bool):
-    """mace's import-time print and mace's, e3nn's and torch's warnings, unless ``verbose``."""
-    if verbose:
-        yield
-        return
-    with warnings.catch_warnings():
-        for message in NOISY_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        with contextlib.redirect_stdout(io.StringIO()):
-            for module in NOISY_IMPORTS:
-                __import__(module)
-        yield
-
-
 def main(argv: Optional[List[str]] = None) -> int:
+    """mace-e0 in this process (the command itself starts at ``mace_e0_plugin.__main__``, which
+    also hides mace's import-time print)."""
     args = build_parser().parse_args(argv)
     try:
-        with _quiet(args.verbose):
-            return args.run(_checked_args(args))
-    except E0InputError as error:
+        with warnings.catch_warnings():
+            if not args.verbose:
+                for message in NOISY_WARNINGS:
+                    warnings.filterwarnings("ignore", message=message)
+            return args.handler(_checked_args(args))
+    except E0Error as error:
         print(f"{PROG}: error: {error.render(cli_spelling)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return next(code for cls, code in EXIT_CODES.items() if isinstance(error, cls))
     except Exception as error:  # one line, not a traceback, unless asked for
         if args.traceback:
             raise

@@ -3,11 +3,12 @@
 A tight energy parity plot with a force parity plot split into one offset cloud per element is
 the classic sign of mismatched E0s. This checks it three ways, per element:
 
-- energy: the E0 correction the data ask for, through the same pipeline as ``mace-e0 estimate``
-  (prior: the model's own E0s, so directions the data do not determine ask for nothing), with its
-  standard error and z = correction / SE;
+- energy: the E0 correction the data ask for, through the same sequence and with the same prior as
+  ``mace-e0 estimate`` (directions the data do not determine take the prior, with no standard
+  error and no flag), with its standard error and z = correction / SE;
 - forces: a second pass with gradients; the slope of predicted against reference components;
-- isolated atoms, when given: the model's E0 beside the isolated-atom energy.
+- the prior, when it is not the model's own E0s (isolated atoms at the data's level, the
+  strongest): each E0 beside it.
 
 The math and the flag rules are in ``math`` (force slopes); the table and figure in ``io``.
 """
@@ -19,14 +20,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import E0InputError
+from ase.data import chemical_symbols
+
 from ..glue import (FOUNDATION, default_dtype, force_statistics, make_loader, model_atomic_numbers, network_for_pass,
                     read_e0s)
-from ..io import format_combination, prior_from, suspicious_entries
+from ..io import Outputs, format_combination, plot_diagnosis, suspicious_entries, write_outputs
 from ..math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, E0Solution,
                     ForceSlopeStatistics, combination_correction, energy_is_off, energy_z, slope_is_off)
 from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
-from ._sequence import GRAPH_DTYPE, run_estimate
+from ._sequence import GRAPH_DTYPE, EstimateRequest, estimate_sequence
 
 
 @dataclass
@@ -45,52 +47,51 @@ class Diagnosis:
 
 
 def diagnose_e0s(model, configs, energy_key: Optional[str] = None, forces_key: Optional[str] = None,
-                 isolated_atoms=None, head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 prior=None, head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  device=None, dtype: str = PASS_DTYPE, num_workers: int = 0, output: Optional[str] = None,
                  plot: Optional[str] = None) -> Dict[str, object]:
     """DIAG.json's content for ``model`` on ``configs`` (what ``glue.model_from`` and
     ``glue.data_from`` accept: paths, modules, a MACECalculator; files or lists of ase.Atoms).
 
-    ``forces_key`` None leaves the forces out (slopes null). ``isolated_atoms``: an extxyz of
-    isolated atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms; default, DATA's
-    config_type=IsolatedAtom frames if any. ``output`` and ``plot`` write DIAG.json and the figure
-    (whole or not at all). The default dtype is restored afterwards.
+    ``forces_key`` None leaves the forces out (slopes null). ``prior``: as ``reestimate_e0s``'s (an
+    extxyz of isolated atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms, or 'foundation');
+    default, DATA's config_type=IsolatedAtom frames if any, else the model's own E0s. ``output`` and
+    ``plot`` write DIAG.json and the figure (whole or not at all). The default dtype is restored
+    afterwards.
     """
-    from ..io import Outputs, plot_diagnosis, write_outputs
-
-    diagnosis = diagnose(model, configs, energy_key, forces_key, isolated_atoms, head, batch_size=batch_size,
+    diagnosis = diagnose(model, configs, energy_key, forces_key, prior, head, batch_size=batch_size,
                          device=device, dtype=dtype, num_workers=num_workers)
     content = diagnosis.to_dict()
     write_outputs(Outputs(report=output, figure=plot), content, draw=lambda path: plot_diagnosis(path, diagnosis))
     return content
 
 
-def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str], isolated_atoms=None,
+def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str], prior=None,
              head: Optional[str] = None, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None,
              dtype: str = PASS_DTYPE, num_workers: int = 0) -> Diagnosis:
     """The diagnosis with the samples the figure needs (``diagnose_e0s`` without the files)."""
-    isolated = _isolated_energies(isolated_atoms, energy_key)
-    # The model's own E0s as the prior: along what the data do not determine, they ask for nothing.
-    run = run_estimate(model, configs, energy_key, prior=prior_from(FOUNDATION, energy_key), head=head,
-                       device=device, dtype=dtype, batch_size=batch_size, num_workers=num_workers,
-                       forces_key=forces_key, progress=False)
-    module, name = run.model, run.head
+    steps = estimate_sequence(EstimateRequest(model, configs, energy_key, prior=prior, head=head, device=device,
+                                              dtype=dtype, batch_size=batch_size, num_workers=num_workers,
+                                              forces_key=forces_key, progress=False))
+    module, name = steps.model, steps.head
     atomic_numbers = model_atomic_numbers(module)
     statistics, force_sample = None, {}
     if forces_key:
         with default_dtype(GRAPH_DTYPE):  # the graphs are built as the estimate's were
-            batches = make_loader(run.data.dataset, batch_size, num_workers)
+            batches = make_loader(steps.data.dataset, batch_size, num_workers)
             statistics, force_sample = force_statistics(network_for_pass(module, dtype), batches,
                                                         len(atomic_numbers), next(module.parameters()).device)
-    model_e0s = read_e0s(module, run.request.index)
-    if isolated is None:
-        isolated = dict(run.data.isolated_atoms)
-    solution = run.solution
-    counts, residuals = run.estimate.samples[name].arrays()
+    model_e0s = read_e0s(module, steps.request.index)
+    # Each E0 beside the prior, where the prior is not the model's own E0s (and has the element).
+    prior_e0s = ({} if steps.prior["kind"] == FOUNDATION else
+                 {z: e for z, e in zip(atomic_numbers, steps.request.prior_e0s) if z not in steps.lacking})
+    solution = steps.solution
+    counts, residuals = steps.estimate.samples[name].arrays()
     names = {"MODEL": str(model) if isinstance(model, (str, os.PathLike)) else "MODEL",
              "DATA": _data_names(configs), "K": energy_key or "energy"}
-    entry = head_entry(solution, statistics, model_e0s, isolated, names)
-    entry["suspicious_configs"] = suspicious_entries(run.estimate.suspicious.get(name, []))
+    entry = head_entry(solution, statistics, model_e0s, prior_e0s, names)
+    entry["prior"] = dict(steps.prior)
+    entry["suspicious_configs"] = suspicious_entries(steps.estimate.suspicious.get(name, []))
     forces = {atomic_numbers[i]: arrays for i, arrays in force_sample.items()}
     return Diagnosis(name, entry, atomic_numbers, counts, residuals, forces)
 
@@ -105,24 +106,12 @@ def _data_names(configs) -> str:
     return "DATA"
 
 
-def _isolated_energies(isolated_atoms, energy_key: Optional[str]) -> Optional[Dict[int, float]]:
-    if isolated_atoms is None:
-        return None
-    energies = prior_from(isolated_atoms, energy_key, "isolated_atoms").e0s
-    if energies is None:
-        raise E0InputError("{isolated_atoms}: give isolated-atom energies (an extxyz of isolated "
-                           "atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms), not the model's own E0s.",
-                           isolated_atoms=isolated_atoms)
-    return energies
-
-
 # -- the entry and its verdict --------------------------------------------------------------------
 def head_entry(solution: E0Solution, statistics: Optional[ForceSlopeStatistics], model_e0s: List[float],
-               isolated: Dict[int, float], names: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+               prior_e0s: Dict[int, float], names: Optional[Dict[str, str]] = None) -> Dict[str, object]:
     """DIAG.json's entry for one head: per element, the flags, rank, combinations and a verdict.
-    ``names``: MODEL, DATA and K (the energy key) as the verdict's fix commands spell them."""
-    from ase.data import chemical_symbols
-
+    ``prior_e0s``: the prior's E0 per element, where it is not the model's own. ``names``: MODEL,
+    DATA and K (the energy key) as the verdict's fix commands spell them."""
     slopes = statistics.results() if statistics is not None else None
     corrections = solution.corrections
     elements: Dict[str, Dict[str, object]] = {}
@@ -143,7 +132,7 @@ def head_entry(solution: E0Solution, statistics: Optional[ForceSlopeStatistics],
             "force_rmse": slope.rmse if slope else None,
             "n_force_components": slope.n_components if slope else 0,
             "model_E0": model_e0s[i],
-            "isolated_atom_energy": isolated.get(z),
+            "prior_E0": prior_e0s.get(z),
         }
         if present and energy_is_off(corrections[i], z_value):
             flagged_energy.append(symbol)
@@ -190,7 +179,7 @@ def verdict(entry: Dict[str, object], solution: E0Solution, names: Optional[Dict
         lines += [f"RANK-DEFICIENT (rank {solution.rank} of {solution.n_elements}): the data determine only "
                   f"these combinations of E0s, and ask for these corrections along them: {asked}. "
                   "Single elements cannot be judged on these data (their z is null): add configs of other "
-                  "compositions, or compare with --isolated-atoms at the data's level of theory."]
+                  "compositions, or compare with --prior, isolated atoms at the data's level of theory."]
     if not lines:
         lines = [f"No E0 mismatch and no per-element force scale found (thresholds: |z| > {Z_THRESHOLD:g} and "
                  f"{1e3 * ENERGY_CORRECTION_THRESHOLD:g} meV per atom; slope > {Z_THRESHOLD:g} SE and "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
 
 from ..errors import NAME_ONLY, E0InputError
-from ..glue import DEFAULT_MODE, MODES, SAMPLE_SIZE
+from ..glue import DEFAULT_MODE, MODES
 from ..math import DEFAULT_WEIGHTING, WEIGHTINGS
 
 DTYPES = ("float32", "float64")
@@ -48,24 +48,20 @@ def positive(kind: type) -> Callable[[str, object], object]:
     return check
 
 
-def integer(name: str, value: object):
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    raise _invalid(name, value, "must be an integer")
-
-
 def workers(name: str, value: object):
     """DataLoader workers: a count of at least 0, or None to let the door decide."""
     if value is None:
         return None
-    count = integer(name, value)
-    if count < 0:
-        raise _invalid(name, value, "must be 0 or more")
+    count = None
+    if isinstance(value, str):
+        try:
+            count = int(value)
+        except ValueError:
+            pass
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        count = int(value)
+    if count is None or count < 0:
+        raise _invalid(name, value, "must be an integer, 0 or more")
     return count
 
 
@@ -115,7 +111,9 @@ class Option:
     help: str = ""
     check: Callable[[str, object], object] = anything
     choices: Optional[Sequence[str]] = None
-    train: Optional[str] = None  # mace_run_train's flag; None: not an option of training
+    train: Optional[str] = None  # mace_run_train's flag (ours start --E0s_); None: not an option of training
+    per_head: bool = False  # ours: can also be set per head in a heads: block
+    python: Optional[str] = None  # the Python keyword where it is not ``name``
     cli: Optional[str] = None  # mace-e0's flag, or its positional's metavar; default --name-with-dashes
     metavar: Optional[str] = None
 
@@ -123,9 +121,17 @@ class Option:
     def cli_flag(self) -> str:
         return self.cli or "--" + self.name.replace("_", "-")
 
+    @property
+    def added_to_training(self) -> bool:
+        """One the plugin adds to mace's parser (the others are mace's own, which training reads)."""
+        return bool(self.train and self.train.startswith(TRAINING_PREFIX))
+
     def value(self, given: object) -> object:
         """``given`` checked (and converted from text); its default when None."""
         return self.check(self.name, self.default if given is None else given)
+
+
+TRAINING_PREFIX = "--E0s_"
 
 
 def _declare(*options: Option) -> Dict[str, Option]:
@@ -135,7 +141,8 @@ def _declare(*options: Option) -> Dict[str, Option]:
 OPTIONS: Dict[str, Option] = _declare(
     # where the data and model are
     Option("model", cli="MODEL", help="a MACE .model file"),
-    Option("data", cli="DATA", help="extxyz (or any ASE format), MACE h5, or LMDB"),
+    Option("data", cli="DATA", python="configs",
+           help="extxyz (or any ASE format), MACE h5, or LMDB; from Python also a list of ase.Atoms"),
     Option("e0s", cli="E0S", help="{Z: eV}, as written by estimate --e0s-json, or the estimate's report "
                                   "(estimate --output), whose provenance the new model then carries"),
     Option("energy_key", train="--energy_key", help="info key of the reference energy in extxyz DATA"),
@@ -143,29 +150,24 @@ OPTIONS: Dict[str, Option] = _declare(
     Option("head", train="--foundation_head",
            help="head of a multihead model (default: mace's, the first that is not pt_head)"),
     # what the estimate does
-    Option("prior", train="--E0s_prior", metavar="PRIOR",
+    Option("prior", train="--E0s_prior", per_head=True, metavar="PRIOR",
            help="E0s along the element combinations the data cannot determine (e.g. every frame has the same "
                 "stoichiometry): 'foundation' (the model's E0s), a JSON file {Z: eV}, or an extxyz of isolated "
-                "atoms. Default: the data's config_type=IsolatedAtom frames if any, else 'foundation'."),
-    Option("isolated_atoms", metavar="FILE",
-           help="isolated-atom energies at DATA's level of theory: an extxyz of isolated atoms (energy under "
-                "--energy-key) or a JSON {Z: eV}; default: DATA's IsolatedAtom frames"),
+                "atoms at the data's level of theory (the strongest prior). Default: the data's "
+                "config_type=IsolatedAtom frames if any, else 'foundation'. diagnose shows each E0 beside it."),
     Option("weighting", default=DEFAULT_WEIGHTING, check=one_of(WEIGHTINGS), choices=WEIGHTINGS,
-           train="--E0s_weighting",
+           train="--E0s_weighting", per_head=True,
            help="'per_atom' (default) minimises MACE's energy loss, weight*((E_ref-E_pred)/N)^2; 'total' is the "
                 "unweighted fit of total energies, as in --E0s=estimated."),
-    Option("max_configs", check=positive(int), train="--E0s_max_configs",
-           help="estimate from a composition-stratified sample of at most this many configs (per head), so "
-                "that a giant set costs a fixed amount. Default: all of them."),
-    Option("se_tolerance", check=positive(float), train="--E0s_se_tolerance", metavar="EV",
-           help="stop collecting (in stratified order) once every E0 the data determine has a standard error "
-                "below this many eV. Default: no early stop."),
-    Option("seed", default=0, check=integer, train="--seed", help="seed of the stratified sample"),
-    Option("exclude_suspicious", default=False, check=flag, train="--E0s_exclude_suspicious",
+    Option("max_configs", check=positive(int),
+           help="estimate from a composition-stratified sample of at most this many configs, so that a giant "
+                "file costs a fixed amount (the same sample every time). Default: all of them."),
+    Option("exclude_suspicious", default=False, check=flag, train="--E0s_exclude_suspicious", per_head=True,
            help="refit without the configs whose residual after the fit is far outside the others' (likely "
                 "broken labels: a failed calculation, a unit slip). Default: they are listed, and kept, so that the "
                 "E0s stay the least-squares optimum of MACE's loss on all the data."),
     Option("refit", default=DEFAULT_MODE, check=one_of(tuple(MODES)), choices=tuple(MODES), train="--E0s_refit",
+           per_head=True,
            help="keep the E0s optimal while the network trains (its energies drift): 'epoch' re-solves them at "
                 "the end of every epoch, before validation, from the training batches' own predictions (no "
                 "extra pass); 'final' refits each checkpoint mace saves from, with its exact (EMA/stage-two) "
@@ -182,13 +184,12 @@ OPTIONS: Dict[str, Option] = _declare(
            help=f"the dtype the network runs in for the estimate and refit passes (default {PASS_DTYPE}, on a copy, "
                 "whatever the model's or the training's dtype: several times faster, with E0s within 1e-4 eV of "
                 "float64); the reference energies, the E0 sums and the solve are float64 either way"),
-    Option("sample_size", default=SAMPLE_SIZE, check=positive(int),
-           help=f"configs per head kept for figures (default {SAMPLE_SIZE})"),
     # outputs
     Option("output", help="write the JSON result here"),
     Option("e0s_json", help="write {Z: eV} here, for mace_run_train --E0s=FILE"),
     Option("plot", metavar="FIGURE.png", help="write the figure (PNG) here"),
     Option("force", help="write over existing outputs"),
+    Option("progress", default=True, check=flag, help="a progress bar while the pass runs (tqdm)"),
 )
 
 

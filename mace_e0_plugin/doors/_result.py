@@ -3,15 +3,16 @@ figure, and a copy of a model that carries them (I/O only, no math)."""
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import Dict, List, Optional
+
+import matplotlib
+import torch
 
 from ..errors import E0InputError
-
-if TYPE_CHECKING:  # torch and mace load when an estimate is made, not when this module is imported
-    import torch
-
-    from ..glue import Estimate
-    from ..math import E0Solution
+from ..glue import Estimate, model_atomic_numbers, model_from, model_heads, set_provenance, write_e0s
+from ..io import (build_figure, draw_corrections, estimate_report, format_combination, format_estimate,
+                  provenance_from_report, save_figure)
+from ..math import E0Solution
 
 
 @dataclass
@@ -20,11 +21,11 @@ class E0Result:
     element of the model: elements absent from the data keep their prior."""
 
     head: str
-    estimate: "Estimate"  # the pipeline's own result (every head it solved, timing, per-config sample)
+    estimate: Estimate  # the pipeline's own result (every head it solved, timing, per-config sample)
     model: object = field(default=None, repr=False)  # what the estimate ran on, for ``apply()``
 
     @property
-    def solution(self) -> "E0Solution":
+    def solution(self) -> E0Solution:
         return self.estimate.solutions[self.head]
 
     def _by_element(self, values) -> Dict[int, float]:
@@ -56,37 +57,27 @@ class E0Result:
     @property
     def determined_combinations(self) -> List[str]:
         """The element combinations the data determine, e.g. ``['2 H + O']``; empty at full rank."""
-        from ..io import format_combination
-
         return [format_combination(c) for c in self.solution.determined_combinations]
 
     @property
     def determined_values(self) -> Dict[str, float]:
         """Each determined combination's value under the new E0s, eV: what the data fixed."""
-        from ..io import format_combination
-
         e0s = self.e0s
         return {format_combination(c): sum(coefficient * e0s[z] for coefficient, z in c)
                 for c in self.solution.determined_combinations}
 
     def table(self) -> str:
         """The table ``mace-e0 estimate`` prints and a fine-tune logs."""
-        from ..io import format_estimate
-
         return format_estimate(self.estimate)
 
     def to_dict(self) -> Dict[str, object]:
         """This head's entry of the JSON report (README: the report's schema)."""
-        from ..io import estimate_report
-
         return estimate_report(self.estimate)["heads"][self.head]
 
     def plot(self, path: Optional[str] = None, ax=None):
         """The figure of ``mace-e0 estimate --plot``, as a matplotlib Figure (it shows inline in a
         notebook); with ``ax``, only its corrections panel, drawn into ``ax``, and ``ax.figure`` is
         returned. With ``path``, the figure is also written there as PNG."""
-        from ..io import build_figure, draw_corrections, save_figure
-
         _show_inline_in_notebooks()
         if ax is not None:
             draw_corrections(ax, self.solution)
@@ -97,13 +88,10 @@ class E0Result:
             save_figure(str(path), figure)
         return figure
 
-    def apply(self, model=None) -> "torch.nn.Module":
+    def apply(self, model=None) -> torch.nn.Module:
         """A deep copy of ``model`` (a path, a MACE module or a MACECalculator; default: the model
         the estimate ran on) with these E0s in this head's row and their provenance. The model
         given is left as it was. Use the copy in ASE with ``MACECalculator(models=copy, ...)``."""
-        from ..glue import model_atomic_numbers, model_from, model_heads, set_provenance, write_e0s
-        from ..io import provenance_from_report
-
         source = self.model if model is None else model
         new = copy.deepcopy(model_from(source))  # a module read from a path is ours already; cheap to copy
         heads = model_heads(new)
@@ -132,12 +120,10 @@ def _show_inline_in_notebooks() -> None:
     """A bare Figure shows inline once matplotlib-inline has hooked its display into IPython, which
     it does when its backend module is imported: pyplot does that on first use, and so do we here,
     where the caller's backend is the inline one (Jupyter's default). Nothing else is chosen."""
-    import matplotlib
-
     backend = dict.__getitem__(matplotlib.rcParams, "backend")  # as set: reading it never resolves it
     if backend in INLINE_BACKENDS:
-        try:
-            import matplotlib_inline.backend_inline  # noqa: F401
+        try:  # imported here, only then: importing it hooks matplotlib into IPython
+            import matplotlib_inline.backend_inline  # noqa: F401  pylint: disable=import-outside-toplevel
         except ImportError:
             pass
 

@@ -31,9 +31,8 @@ def resolve_model(model, head: Optional[str] = None, device=None) -> Tuple[torch
 
 def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Prior, *,
                   fallback: Optional[Mapping[int, float]] = None, weighting: str = DEFAULT_WEIGHTING,
-                  max_configs: Optional[int] = None, se_tolerance: Optional[float] = None, seed: int = 0,
-                  energy_key: Optional[str] = None, exclude_suspicious: bool = False
-                  ) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
+                  max_configs: Optional[int] = None, energy_key: Optional[str] = None,
+                  exclude_suspicious: bool = False) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
     """One head's request, the prior's description, and the elements the prior lacks (they keep
     ``fallback``: the model's own E0s unless the door says otherwise, as training does with the
     foundation's). The doors have checked ``head`` and the options (``_options``)."""
@@ -45,14 +44,38 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Pr
     chosen, info = choose_prior(prior.source, prior.e0s, data.isolated_atoms, kind=prior.kind)
     values, fell_back = prior_vector(elements, chosen or fallback, fallback)
     request = HeadRequest(name=head, index=index, dataset=data.dataset, prior_e0s=values, weighting=weighting,
-                          source=data.source, energy_key=energy_key, max_configs=max_configs,
-                          se_tolerance=se_tolerance, seed=seed, prior=info, origins=data.origins,
-                          exclude_suspicious=exclude_suspicious)
+                          source=data.source, energy_key=energy_key, max_configs=max_configs, prior=info,
+                          origins=data.origins, exclude_suspicious=exclude_suspicious)
     return request, info, (fell_back if chosen else [])
 
 
+@dataclass(frozen=True)
+class EstimateRequest:
+    """What a door asks of the estimate sequence, for one head: the model and configs in any form
+    ``glue.model_from`` and ``glue.data_from`` take, the prior in any form ``io.prior_from`` takes
+    (or a ``Prior``), and the options, checked by the door (``_options``)."""
+
+    model: object
+    configs: object
+    energy_key: Optional[str] = None
+    prior: object = None
+    prior_option: str = "prior"  # the option errors about the prior name
+    head: Optional[str] = None
+    weighting: str = DEFAULT_WEIGHTING
+    max_configs: Optional[int] = None
+    exclude_suspicious: bool = False
+    device: object = None
+    dtype: Optional[str] = PASS_DTYPE  # the network's, in the pass (a copy where the model's differs)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    num_workers: int = 0
+    forces_key: Optional[str] = None
+    distributed: bool = False
+    progress: bool = True
+    sample_size: int = SAMPLE_SIZE  # configs kept per head for the figure (0: none)
+
+
 @dataclass
-class EstimateRun:
+class EstimateSteps:
     """What the sequence made, step by step: a door shows or writes what it needs of it."""
 
     model: torch.nn.Module  # the module the estimate ran on (a moved copy where asked for)
@@ -68,24 +91,18 @@ class EstimateRun:
         return self.estimate.solutions[self.head]
 
 
-def run_estimate(model, configs, energy_key: Optional[str], *, prior=None, prior_option: str = "prior",
-                 head: Optional[str] = None, weighting: str = DEFAULT_WEIGHTING, max_configs: Optional[int] = None,
-                 se_tolerance: Optional[float] = None, seed: int = 0, exclude_suspicious: bool = False,
-                 device=None, dtype: Optional[str] = PASS_DTYPE, batch_size: int = DEFAULT_BATCH_SIZE,
-                 num_workers: int = 0, forces_key: Optional[str] = None, distributed: bool = False,
-                 progress: bool = True, sample_size: int = SAMPLE_SIZE) -> EstimateRun:
-    """One head's estimate of ``model`` on ``configs`` (anything ``glue.model_from`` and
-    ``glue.data_from`` take); the prior in any form ``io.prior_from`` takes, or a ``Prior``.
-    The network runs in ``dtype`` (a copy where the model's differs; None: its own). Nothing is
-    changed in the caller's objects, and nothing is written."""
-    prior_spec = prior if isinstance(prior, Prior) else prior_from(prior, energy_key, prior_option)
+def estimate_sequence(asked: EstimateRequest) -> EstimateSteps:
+    """One head's estimate: prior, model, head, data, request, estimate. Nothing is changed in the
+    caller's objects, and nothing is written."""
+    prior = asked.prior if isinstance(asked.prior, Prior) else prior_from(asked.prior, asked.energy_key,
+                                                                            asked.prior_option)
     with default_dtype(GRAPH_DTYPE):
-        module, name, _ = resolve_model(model, head, device)
-        data = data_from(configs, module, name, energy_key, forces_key)
-        request, info, lacking = build_request(module, name, data, prior_spec, weighting=weighting,
-                                               max_configs=max_configs, se_tolerance=se_tolerance, seed=seed,
-                                               energy_key=energy_key, exclude_suspicious=exclude_suspicious)
-        estimate = estimate_e0s(module, [request], next(module.parameters()).device, batch_size=batch_size,
-                                num_workers=num_workers, distributed=distributed, progress=progress,
-                                sample_limit=sample_size, pass_dtype=dtype)
-    return EstimateRun(module, name, data, request, info, lacking, estimate)
+        module, name, _ = resolve_model(asked.model, asked.head, asked.device)
+        data = data_from(asked.configs, module, name, asked.energy_key, asked.forces_key)
+        request, info, lacking = build_request(module, name, data, prior, weighting=asked.weighting,
+                                               max_configs=asked.max_configs, energy_key=asked.energy_key,
+                                               exclude_suspicious=asked.exclude_suspicious)
+        estimate = estimate_e0s(module, [request], next(module.parameters()).device, batch_size=asked.batch_size,
+                                num_workers=asked.num_workers, distributed=asked.distributed,
+                                progress=asked.progress, sample_limit=asked.sample_size, pass_dtype=asked.dtype)
+    return EstimateSteps(module, name, data, request, info, lacking, estimate)

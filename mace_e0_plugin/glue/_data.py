@@ -6,8 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import ase.io
 import numpy as np
 import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+from mace import data as mace_data
+from mace.tools import torch_geometric
+from mace.tools.utils import AtomicNumberTable
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..errors import E0InputError
@@ -28,10 +34,8 @@ class ConfigGraphs(Dataset):
         return len(self.configs)
 
     def __getitem__(self, index: int):
-        from mace import data
-
-        return data.AtomicData.from_config(self.configs[index], z_table=self.z_table,
-                                           cutoff=self.r_max, heads=self.heads)
+        return mace_data.AtomicData.from_config(self.configs[index], z_table=self.z_table,
+                                                cutoff=self.r_max, heads=self.heads)
 
 
 @dataclass
@@ -89,22 +93,18 @@ def _kind(path: str) -> str:
 
 
 def _read_prepared(path, kind, z_table, r_max, heads, head):
-    from mace import data
-
     options = dict(r_max=r_max, z_table=z_table, heads=heads, head=head)
     try:
         if kind == "h5":
-            return data.HDF5Dataset(path, **options)
+            return mace_data.HDF5Dataset(path, **options)
         if kind == "h5-folder":
-            return data.dataset_from_sharded_hdf5(path, **options)
-        return data.LMDBDataset(path, **options)
+            return mace_data.dataset_from_sharded_hdf5(path, **options)
+        return mace_data.LMDBDataset(path, **options)
     except Exception as error:  # h5py and lmdb raise their own types
         raise E0InputError(f"DATA {path}: cannot read it as {kind} ({error}).") from None
 
 
 def _read_frames(path: str):
-    import ase.io
-
     try:
         return ase.io.read(path, index=":")
     except Exception as error:  # ase raises many types for unreadable files
@@ -116,8 +116,6 @@ def _check_elements(where: str, frames, z_table) -> None:
     for index, atoms in enumerate(frames):
         unknown = sorted(set(int(z) for z in atoms.numbers) - known)
         if unknown:
-            from ase.data import chemical_symbols
-
             raise E0InputError(f"{where}: config {index} contains "
                                f"{', '.join(chemical_symbols[z] for z in unknown)}, which the model has "
                                f"no E0 for (it has {', '.join(chemical_symbols[z] for z in z_table.zs)}).")
@@ -126,8 +124,6 @@ def _check_elements(where: str, frames, z_table) -> None:
 def read_compositions(paths: Sequence[str], model: torch.nn.Module, head: str):
     """(counts per config in the model's element order, a label "FILE:INDEX" per config) of
     every DATA file; no energies needed, and no graphs built for extxyz."""
-    from mace.tools.utils import AtomicNumberTable
-
     zs = model_atomic_numbers(model)
     z_table = AtomicNumberTable(zs)
     counts, labels = [], []
@@ -155,12 +151,10 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
     calculator, not in info), ``atoms.get_potential_energy()``. IsolatedAtom frames are set apart.
     With ``forces_key``, the graphs carry ``atoms.arrays[forces_key]`` as reference forces (for
     'forces', the calculator's); without it, no forces, as before."""
-    from mace import data
-
     z_table = _z_table(model)
     _check_elements(where, frames, z_table)
-    from_calculator = energy_key in (None, "energy")
-    energies = [_calculator_energy(a) if from_calculator else a.info.get(energy_key) for a in frames]
+    from_calculator = energy_key in CALCULATOR_ENERGY_KEYS
+    energies = [frame_energy(a, energy_key) for a in frames]
     if all(e is None for e in energies):
         raise E0InputError(
             f"{where}: no config has an energy " + (
@@ -173,8 +167,8 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
         raise E0InputError(f"{where}: no config has forces under {{forces_key}}; the arrays keys "
                            f"are {sorted({k for a in frames for k in a.arrays})}.", forces_key=forces_key)
     isolated, configs, origins = {}, [], []
-    keys = data.KeySpecification(info_keys={"energy": ENERGY_KEY},
-                                 arrays_keys={"forces": FORCES_KEY} if forces_key else {})
+    keys = mace_data.KeySpecification(info_keys={"energy": ENERGY_KEY},
+                                      arrays_keys={"forces": FORCES_KEY} if forces_key else {})
     for index, (atoms, energy, force) in enumerate(zip(frames, energies, forces)):
         if len(atoms) == 1 and atoms.info.get("config_type") == ISOLATED_ATOM:
             if energy is not None:
@@ -187,7 +181,7 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
             copy.info[ENERGY_KEY] = energy
         if force is not None:
             copy.arrays[FORCES_KEY] = force
-        configs.append(data.config_from_atoms(copy, key_specification=keys, head_name=head))
+        configs.append(mace_data.config_from_atoms(copy, key_specification=keys, head_name=head))
     key = "atoms.get_potential_energy()" if from_calculator else f"energy key '{energy_key}'"
     return LoadedData(ConfigGraphs(configs, z_table, float(model.r_max), model_heads(model)), isolated,
                       f"{where.removeprefix('DATA ')} ({key})", origins, len(frames))
@@ -206,7 +200,14 @@ def _reference_forces(atoms, forces_key: str):
     return None
 
 
-def _calculator_energy(atoms) -> Optional[float]:
+CALCULATOR_ENERGY_KEYS = (None, "energy")  # ASE keeps extxyz ``energy=`` in the calculator, not in info
+
+
+def frame_energy(atoms, energy_key: Optional[str]):
+    """A frame's reference energy under ``energy_key`` and no other: ``atoms.info[energy_key]``, or
+    for None or 'energy' ``atoms.get_potential_energy()``; None if it has none."""
+    if energy_key not in CALCULATOR_ENERGY_KEYS:
+        return atoms.info.get(energy_key)
     if atoms.calc is None:
         return atoms.info.get("energy")
     try:
@@ -216,8 +217,6 @@ def _calculator_energy(atoms) -> Optional[float]:
 
 
 def _z_table(model: torch.nn.Module):
-    from mace.tools.utils import AtomicNumberTable
-
     return AtomicNumberTable(model_atomic_numbers(model))
 
 
@@ -233,8 +232,6 @@ def data_from(configs, model: torch.nn.Module, head: str, energy_key: Optional[s
         raise E0InputError("configs: empty; give ase.Atoms or data files.")
     if all(isinstance(c, (str, os.PathLike)) for c in configs):
         return load_data([str(c) for c in configs], model, head, energy_key, forces_key)
-    from ase import Atoms
-
     if all(isinstance(c, Atoms) for c in configs):
         return graphs_from_atoms(configs, model, head, energy_key, "the configs passed in", forces_key)
     raise E0InputError("configs: a mix of types; give a list of ase.Atoms, or a list of file paths.")
@@ -273,8 +270,6 @@ def _counts(atomic_numbers, zs) -> Tuple[int, ...]:
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
     """Every config once, in order: no shuffle, no drop_last, no sampler padding."""
-    from mace.tools import torch_geometric
-
     return torch_geometric.dataloader.DataLoader(
         dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=False,
         num_workers=num_workers, pin_memory=pin_memory)

@@ -1,10 +1,9 @@
 """Collect and solve E0s for one or more heads of a model: the one path that the training door,
 ``mace-e0`` and the Python API all go through (MACE glue)."""
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -12,14 +11,17 @@ from torch.utils.data import Dataset, Subset
 from ..errors import E0InputError
 from ..math import DEFAULT_WEIGHTING, E0LinearSystem, E0Solution, stratified_order
 from ._data import compositions, make_loader, shard
-from ._distributed import agree, all_reduce_, broadcast_e0s, rank_and_size, synchronize
-from ._forward import ResidualLedger, ResidualSample, accumulate, network_for_pass
+from ._distributed import all_reduce_, broadcast_e0s, rank_and_size, synchronize
+from ._dtype import network_for_pass
+from ._ledger import ResidualLedger, ResidualSample
+from ._residuals import accumulate
 from ._models import model_atomic_numbers, read_e0s
 from ._outliers import exclude, find_suspicious, origin_of
 from ._provenance import FOUNDATION
 
-CHECK_EVERY = 10  # batches between standard-error checks when a tolerance is set
-MIN_DEGREES_OF_FREEDOM = 10  # before a standard error is trusted to stop early
+# The stratified sample of --max-configs: always the same for the same configs (no option: a
+# user who wants another sample asks for a larger one).
+SAMPLING_SEED = 0
 
 
 @dataclass
@@ -34,15 +36,13 @@ class HeadRequest:
     source: str = "the training data"  # names the files and energy key in error messages
     energy_key: Optional[str] = None  # as given, for error messages
     max_configs: Optional[int] = None  # use a composition-stratified sample of at most this many
-    se_tolerance: Optional[float] = None  # eV: stop once every determined E0's standard error is below
-    seed: int = 0
     prior: Dict[str, str] = field(default_factory=lambda: {"kind": FOUNDATION, "source": "the model's E0s"})
     origins: Optional[Sequence[Dict[str, object]]] = None  # per config: where in the input it came from
     exclude_suspicious: bool = False  # refit without the configs that look like broken labels
 
     @property
     def samples_part(self) -> bool:
-        return self.max_configs is not None or self.se_tolerance is not None
+        return self.max_configs is not None
 
 
 @dataclass
@@ -79,19 +79,15 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
         mine = shard(dataset, rank, world_size)
         order = dataset.indices if request.samples_part else range(len(dataset))  # positions in request.dataset
         ledgers.append(ResidualLedger(order[rank::world_size]))  # the rows of ``mine``, in order
-        stop = None
-        if request.se_tolerance is not None:
-            common_batches = math.ceil((len(dataset) // world_size) / batch_size)
-            stop = _tolerance_stop(system, request, read_e0s(model, request.index), common_batches, world_size)
         label = f"E0s: head {request.name}" if progress and rank == 0 else None
         if sample_limit:
             samples[request.name] = ResidualSample(ledgers[-1], sample_limit)
         loader = make_loader(mine, batch_size, num_workers, pin_memory)
-        systems.append(accumulate(model, loader, system, device, progress=label, stop=stop, ledger=ledgers[-1],
+        systems.append(accumulate(model, loader, system, device, progress=label, ledger=ledgers[-1],
                                   network=network))
         if request.samples_part:
             sampling[request.name] = {"n_available": len(request.dataset), "n_sampled": len(dataset),
-                                      "max_configs": request.max_configs, "se_tolerance": request.se_tolerance}
+                                      "max_configs": request.max_configs}
     if world_size > 1:
         all_reduce_(systems)
     synchronize(device)
@@ -99,9 +95,6 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
 
     for request, system in zip(requests, systems):
         _check_usable(request, system)
-        if request.name in sampling:
-            seen = system.n_configs + system.n_skipped + system.n_non_finite
-            sampling[request.name]["stopped_early"] = seen < sampling[request.name]["n_sampled"]
     started = time.perf_counter()
     solutions = {
         request.name: system.solve(read_e0s(model, request.index), request.prior_e0s)
@@ -126,29 +119,8 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
 
 def _ordered(request: HeadRequest) -> Dataset:
     """The head's configs in composition-stratified order, cut to ``max_configs``."""
-    order = stratified_order(compositions(request.dataset), seed=request.seed)
+    order = stratified_order(compositions(request.dataset), seed=SAMPLING_SEED)
     return Subset(request.dataset, order[:request.max_configs] if request.max_configs else order)
-
-
-def _tolerance_stop(system: E0LinearSystem, request: HeadRequest, start_e0s: List[float],
-                    common_batches: int, world_size: int) -> Callable[[int], bool]:
-    """Every CHECK_EVERY batches, solve what has been seen (over all ranks, which check at the
-    same batch counts) and stop once every determined E0 is known to within the tolerance."""
-    def stop(done: int) -> bool:
-        if done % CHECK_EVERY or done > common_batches:  # the same batch counts on every rank
-            return False
-        seen = E0LinearSystem(system.atomic_numbers, system.weighting, device=system.device)
-        seen.load_flat(system.flat())
-        if world_size > 1:
-            all_reduce_([seen])
-        decision = False
-        if seen.n_configs > 0:
-            solution = seen.solve(start_e0s, request.prior_e0s)
-            errors = [e for e, d in zip(solution.standard_errors, solution.determined) if d]
-            decision = (seen.n_configs - solution.rank >= MIN_DEGREES_OF_FREEDOM and bool(errors)
-                        and max(errors) < request.se_tolerance)
-        return agree(decision, world_size > 1)  # a float against a tolerance: rank 0 decides for all
-    return stop
 
 
 def _check_usable(request: HeadRequest, system: E0LinearSystem) -> None:

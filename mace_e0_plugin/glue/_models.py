@@ -5,12 +5,14 @@ MACE keeps E0s in the ``atomic_energies`` buffer of ``model.atomic_energies_fn``
 attribute), columns ordered as ``model.atomic_numbers``.
 """
 
+import copy
 import os
 from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
+import mace  # noqa: F401  (lets torch.load unpickle mace models, and e3nn import)
 import torch
 
-from ..errors import E0InputError
+from ..errors import E0InputError, E0ModelError
 
 BUFFER_NAME = "atomic_energies"
 REPLAY_HEAD = "pt_head"
@@ -95,15 +97,13 @@ def default_device() -> str:
 def read_model(path: str, device: str = "cpu") -> torch.nn.Module:
     if not os.path.isfile(path):
         raise E0InputError(f"MODEL {path}: no such file.")
-    import mace  # noqa: F401  (lets torch.load unpickle mace models, and e3nn import)
-
     try:
         model = torch.load(path, map_location=device, weights_only=False)
     except Exception as error:  # torch raises many types for files it cannot unpickle
-        raise E0InputError(f"MODEL {path}: cannot read it as a MACE model ({type(error).__name__}: "
+        raise E0ModelError(f"MODEL {path}: cannot read it as a MACE model ({type(error).__name__}: "
                            f"{error}); give a .model file saved by mace, not a *_compiled.model.") from None
     if not hasattr(model, "atomic_energies_fn") or not hasattr(model, "atomic_numbers"):
-        raise E0InputError(f"MODEL {path}: {type(model).__name__} is not a MACE model with E0s.")
+        raise E0ModelError(f"MODEL {path}: {type(model).__name__} is not a MACE model with E0s.")
     return model
 
 
@@ -128,9 +128,7 @@ def model_from(model, device: Union[str, torch.device, None] = None) -> torch.nn
         raise E0InputError(f"model: {type(model).__name__} is not a MACE model; give a .model path, a MACE "
                            "torch.nn.Module, or a MACECalculator (mace.calculators.mace_mp() and the like).")
     if not hasattr(module, "atomic_energies_fn") or not hasattr(module, "atomic_numbers"):
-        raise E0InputError(f"model: {type(module).__name__} is not a MACE model with E0s.")
+        raise E0ModelError(f"model: {type(module).__name__} is not a MACE model with E0s.")
     if device is None or next(module.parameters()).device == torch.device(device):
         return module
-    import copy
-
     return (module if owned else copy.deepcopy(module)).to(device=device)

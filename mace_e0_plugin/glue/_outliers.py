@@ -11,7 +11,7 @@ import torch
 
 from ..math import SUSPICIOUS_ROBUST_Z, E0LinearSystem, E0Solution, suspicious_scores
 from ._distributed import all_gather_tensors, all_reduce_
-from ._forward import ResidualLedger
+from ._ledger import ResidualLedger
 
 Origin = Callable[[int], Dict[str, object]]  # dataset position -> {"index", "file", "config_type"}
 

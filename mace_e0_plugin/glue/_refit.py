@@ -30,12 +30,13 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 import torch
 
-from ..errors import E0InputError
+from ..errors import E0ModelError
 from ..math import E0LinearSystem, E0Solution
 from ._distributed import agree, all_reduce_, barrier, broadcast_e0s
 from ._estimate import Estimate, HeadRequest, estimate_e0s
-from ._forward import check_energy_split, element_counts, residuals_in_float64
+from ._forward import element_counts
 from ._models import model_atomic_numbers, read_e0s, read_state_e0s, state_e0_buffers, write_e0s, write_rows
+from ._residuals import check_energy_split, residuals_in_float64
 
 EPOCH, FINAL = "epoch", "final"
 MODES: Dict[str, FrozenSet[str]] = {
@@ -238,7 +239,7 @@ class Refitter:
             self.model.load_state_dict(checkpoint["model"], strict=True)
         except RuntimeError as error:
             summary = " ".join(str(error).split())[:300]
-            raise E0InputError(f"checkpoint {path}: its keys do not match the model being trained ({summary})") from None
+            raise E0ModelError(f"checkpoint {path}: its keys do not match the model being trained ({summary})") from None
         solutions = self._solve_by_pass(self.final_requests)
         for name, solution in solutions.items():
             index = next(r.index for r in self.final_requests if r.name == name)

@@ -2,6 +2,7 @@
 against composition, where an E0 mismatch shows as a line that is not flat."""
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ._files import write_atomically
 
@@ -14,16 +15,12 @@ def plot_diagnosis(path: str, diagnosis) -> str:
     element's atom fraction, with the correction the data ask for at fraction 1 (a star): a
     mismatched E0 of element Z tilts its cloud towards the correction the data ask for at fraction 1
     (pure Z); mixed configs average the corrections, weighted by composition."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     entry = diagnosis.entry
     elements = entry["elements"]
     with_forces = [z for z in diagnosis.atomic_numbers if z in diagnosis.forces]
     columns = max(len(with_forces), 1)
-    figure = plt.figure(figsize=(max(PANEL_SIZE * columns, 8), 2 * PANEL_SIZE + 1.0))
+    # A bare Figure, not pyplot's: no backend is chosen for the caller, and it is freed with its last reference.
+    figure = Figure(figsize=(max(PANEL_SIZE * columns, 8), 2 * PANEL_SIZE + 1.0))
     grid = figure.add_gridspec(2, columns)
     figure.suptitle(f"E0 and force diagnosis, head '{diagnosis.head}'", fontsize=13)
 
@@ -86,5 +83,4 @@ def plot_diagnosis(path: str, diagnosis) -> str:
 
     figure.tight_layout()
     write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
-    plt.close(figure)
     return path

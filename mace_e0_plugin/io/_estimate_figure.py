@@ -4,6 +4,7 @@ from typing import Optional
 
 import numpy as np
 from ase.data import chemical_symbols
+from matplotlib.figure import Figure
 
 from ..glue import ResidualSample
 from ..math import E0Solution
@@ -29,8 +30,6 @@ def build_figure(head: str, solution: E0Solution, sample: Optional[ResidualSampl
     A bare ``matplotlib.figure.Figure``, not a pyplot one: it needs no GUI backend (so none is
     forced on the caller, and a notebook still shows it inline) and is freed with its last reference.
     """
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(11, 8))
     axes = figure.subplots(2, 2)
     figure.suptitle(f"E0 re-estimation, head '{head}' ({solution.n_configs} configs, "

@@ -10,7 +10,9 @@ import os
 import tempfile
 from typing import Callable, Dict, IO, Optional
 
-from ..errors import E0InputError
+import torch
+
+from ..errors import E0WriteError
 
 _FIXES = {
     errno.ENOSPC: "free some space or write elsewhere",
@@ -44,7 +46,7 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
     """Call ``write(handle)`` on a temporary file beside ``path``, then move it over ``path``.
 
     Any OSError on the way (full disk, no permission, read-only folder), also one hidden inside a
-    writer's own exception, becomes an E0InputError naming ``path`` and the cause; the old file is
+    writer's own exception, becomes an E0WriteError naming ``path`` and the cause; the old file is
     left as it was and the temporary one removed.
     """
     directory = os.path.dirname(os.path.abspath(path))
@@ -86,11 +88,11 @@ def _mode_for(path: str) -> int:
         return 0o666 & ~umask
 
 
-def write_error(path: str, error: OSError) -> E0InputError:
+def write_error(path: str, error: OSError) -> E0WriteError:
     """One line: the file, the cause in the system's words ("no space left on device"), the fix."""
     cause = os.strerror(error.errno).lower() if error.errno else str(error)
     fix = _FIXES.get(error.errno, "check the folder and the disk")
-    return E0InputError(f"cannot write {path}: {cause}; {fix}. Nothing was written, and any old file is unchanged.")
+    return E0WriteError(f"cannot write {path}: {cause}; {fix}. Nothing was written, and any old file is unchanged.")
 
 
 def write_json(path: str, content: Dict[str, object]) -> str:
@@ -99,6 +101,4 @@ def write_json(path: str, content: Dict[str, object]) -> str:
 
 
 def save_torch(path: str, obj: object) -> str:
-    import torch
-
     return write_atomically(path, lambda handle: torch.save(obj, handle))

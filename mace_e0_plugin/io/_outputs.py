@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import NAME_ONLY, E0InputError
 from ..glue import Estimate
+from ._estimate_figure import plot_solution
 from ._files import save_torch, write_json
 from ._report import e0s_mapping
 
@@ -62,8 +63,6 @@ def write_outputs(outputs: Outputs, content: Optional[Mapping[str, object]] = No
     if outputs.figure and draw is not None:
         figures["figure"] = functools.partial(draw, outputs.figure)
     elif outputs.figure and estimate is not None:
-        from ._estimate_figure import plot_solution
-
         for head, path in figure_paths(outputs.figure, list(estimate.solutions)).items():
             figures[f"figure {head}"] = functools.partial(plot_solution, path, head, estimate.solutions[head],
                                                           estimate.samples.get(head))

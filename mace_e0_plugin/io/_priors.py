@@ -20,8 +20,12 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import ase.io
+from ase import Atoms
+from ase.data import atomic_numbers
+
 from ..errors import NAME_ONLY, E0InputError
-from ..glue import E0S_FILE, FOUNDATION, ISOLATED_ATOMS
+from ..glue import E0S_FILE, FOUNDATION, ISOLATED_ATOMS, frame_energy
 
 PYTHON_E0S = "a dict of E0s"  # how a prior given as {Z or symbol: eV} is named in reports
 PYTHON_ATOMS = "isolated ase.Atoms"  # ... and one given as a list of isolated atoms
@@ -82,8 +86,6 @@ def e0s_from_mapping(content, option: str, value: object = NAME_ONLY) -> Dict[in
 
 
 def _read_isolated_atoms(path: str, energy_key: Optional[str], option: str) -> Dict[int, float]:
-    import ase.io
-
     try:
         frames = ase.io.read(path, index=":")
     except Exception as error:  # ase raises many types for unreadable files
@@ -103,7 +105,8 @@ def isolated_atoms_prior(frames, energy_key: Optional[str], option: str,
         symbol = atoms.get_chemical_symbols()[0]
         if energy is None or not math.isfinite(energy):
             raise _error(option, value, f"the isolated {symbol} atom has no finite energy under key "
-                                        f"{energy_key!r}; set {{energy_key}} to the key that holds it.",
+                                        f"{energy_key!r} (its info keys: {sorted(atoms.info)}); the prior must be at "
+                                        "the training data's level of theory, under the same {energy_key}.",
                          energy_key=NAME_ONLY)
         if z in prior and abs(prior[z] - energy) > DUPLICATE_TOLERANCE:
             raise _error(option, value, f"two different energies for the isolated {symbol} atom "
@@ -118,23 +121,16 @@ DUPLICATE_TOLERANCE = 1e-8  # eV: two frames of the same isolated atom may diffe
 
 
 def isolated_atom_energy(atoms, energy_key: Optional[str]) -> Optional[float]:
-    for key in (energy_key, "REF_energy", "energy"):
-        if key and key in atoms.info:
-            try:
-                return float(atoms.info[key])
-            except (TypeError, ValueError):
-                return None
-    if atoms.calc is not None:
-        try:
-            return float(atoms.get_potential_energy())
-        except Exception:  # a calculator without stored energy
-            return None
-    return None
+    """The isolated atom's energy under ``energy_key``, the key the training data use, and no other:
+    another key may hold another level of theory's energies."""
+    energy = frame_energy(atoms, energy_key)
+    try:
+        return None if energy is None else float(energy)
+    except (TypeError, ValueError):
+        return None
 
 
 def atomic_number(key) -> Optional[int]:
-    from ase.data import atomic_numbers
-
     text = str(key).strip()
     if text.lstrip("-").isdigit():
         z = int(text)
@@ -165,8 +161,6 @@ def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior
         return Prior(source, read_prior_file(source, energy_key, option))
     if isinstance(prior, Mapping):
         return Prior(PYTHON_E0S, e0s_from_mapping(prior, option), E0S_FILE)
-    from ase import Atoms
-
     if isinstance(prior, Sequence) and prior and all(isinstance(a, Atoms) for a in prior):
         return Prior(PYTHON_ATOMS, isolated_atoms_prior(prior, energy_key, option), ISOLATED_ATOMS)
     raise _error(option, NAME_ONLY, f"{type(prior).__name__}; give 'foundation', a JSON or extxyz file, "

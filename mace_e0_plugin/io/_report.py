@@ -15,6 +15,7 @@ import os
 from math import isfinite
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .. import __version__
 from ..errors import NAME_ONLY, E0InputError
 from ..glue import METHOD, Estimate, Refit
 from ..math import E0Solution
@@ -131,8 +132,6 @@ def read_report(path: str) -> Dict[str, object]:
 def provenance_from_report(content: Mapping[str, object], source: str = "the report") -> Dict[str, dict]:
     """Each head's provenance from an estimate's report (``mace-e0 estimate --output`` or the
     training report): the one source of it, for fine-tunes and for ``mace-e0 apply``."""
-    from .. import __version__
-
     heads = content.get("heads") if isinstance(content, Mapping) else None
     if not isinstance(heads, Mapping) or not heads:
         raise E0InputError(f"{source}: not an E0 report (no \"heads\"); give the JSON that "

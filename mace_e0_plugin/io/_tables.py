@@ -7,7 +7,7 @@ from typing import Dict, Optional
 from ase.data import chemical_symbols
 
 from ..glue import EPOCH, FOUNDATION, Estimate, Refit
-from ..math import Combination, E0Solution
+from ..math import SUSPICIOUS_ROBUST_Z, Combination, E0Solution
 
 
 def format_combination(combination: Combination) -> str:
@@ -60,19 +60,14 @@ def format_solution(head: str, solution: E0Solution) -> str:
 
 
 def format_sampling(sampling: Dict[str, object]) -> str:
-    text = (f"used a composition-stratified sample: {sampling['n_sampled']} of {sampling['n_available']} "
+    return (f"used a composition-stratified sample: {sampling['n_sampled']} of {sampling['n_available']} "
             "configs")
-    if sampling.get("stopped_early"):
-        text += f", stopped early once every determined E0's standard error was below {sampling['se_tolerance']} eV"
-    return text
 
 
 def format_suspicious(found, excluded: int = 0) -> str:
     """The configs whose labels look broken, one line each; empty when there are none."""
     if not found:
         return ""
-    from ..math import SUSPICIOUS_ROBUST_Z
-
     lines = [f"SUSPICIOUS LABELS: {len(found)} config(s) lie more than {SUSPICIOUS_ROBUST_Z:g} robust standard "
              "deviations from the fit (a failed calculation or a unit slip?); "
              + (f"{excluded} left out of the fit" if excluded else "kept in the fit")]
@@ -112,7 +107,7 @@ def format_refit(refit: Refit) -> str:
 def format_provenance(provenance: Optional[dict]) -> str:
     """The line ``mace-e0 show`` prints for a head."""
     if not provenance:
-        return "E0 provenance: none (these E0s were not set by mace-e0-plugin)"
+        return "E0 provenance: none recorded (E0s set by mace, or applied from a plain {Z: eV} file)"
     combinations = [[(c, z) for c, z in combination] for combination in provenance["determined_combinations"]]
     determined = ("; ".join(format_combination(c) for c in combinations) if combinations
                   else "every element alone")
@@ -132,12 +127,12 @@ def format_diagnosis(diagnosis) -> str:
     lines = [f"E0 and force diagnosis for head '{diagnosis.head}' (rank {entry['rank']}; * flagged)",
              f"{'El':>3} {'Z':>3} {'E0 corr. / eV':>14} {'std. err.':>10} {'z':>9}  "
              f"{'F slope':>8} {'std. err.':>10} {'F RMSE':>8} {'F comps':>7}  {'model E0 / eV':>15} "
-             f"{'E0 - isolated':>13}"]
+             f"{'E0 - prior':>13}"]
     for z, element in entry["elements"].items():
         symbol = element["symbol"]
         if element["energy_correction"] is None and not element["n_force_components"]:
             continue
-        isolated = element["isolated_atom_energy"]
+        prior = element["prior_E0"]
         lines.append(
             f"{symbol:>3} {z:>3} {_cell(element['energy_correction'], '.6f', 14)} "
             f"{_cell(element['energy_standard_error'], '.2g', 10)} {_cell(element['energy_z'], '.3g', 9)}"
@@ -145,7 +140,7 @@ def format_diagnosis(diagnosis) -> str:
             f"{_cell(element['force_slope'], '.5f', 8)} {_cell(element['force_slope_standard_error'], '.2g', 10)} "
             f"{_cell(element['force_rmse'], '.4f', 8)} {element['n_force_components']:>7}"
             f"{'*' if symbol in flagged['forces'] else ' '} {element['model_E0']:>15.6f} "
-            f"{_cell(None if isolated is None else element['model_E0'] - isolated, '.6f', 13)}")
+            f"{_cell(None if prior is None else element['model_E0'] - prior, '.6f', 13)}")
     lines.append("F RMSE in the forces' units (eV/A); E0 corrections: what the data ask for, per atom of the element")
     if entry.get("suspicious_configs"):
         lines.append(format_suspicious(entry["suspicious_configs"]))

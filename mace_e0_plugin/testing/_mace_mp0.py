@@ -29,6 +29,14 @@ Sources of the numbers:
 
 from typing import Dict
 
+import mace  # noqa: F401  (first: it sets up torch.load for e3nn before e3nn is imported)
+import numpy as np
+import torch
+from e3nn import o3
+from mace import modules
+
+from ..glue import default_dtype
+
 MP0_MEDIUM_ARCHITECTURE = dict(
     r_max=6.0,
     num_bessel=10,
@@ -84,14 +92,6 @@ MP0_E0S: Dict[int, float] = {
 def build_mace_mp0_medium_like(seed: int = 0, dtype: str = "float64"):
     """A ScaleShiftMACE shaped like MACE-MP-0 medium (89 elements, ~4.7 M parameters, r_max 6 A)
     with MACE-MP-0's E0s, one head ("Default"), and random weights drawn from ``seed``."""
-    import mace  # noqa: F401  (sets up torch.load for e3nn before e3nn is imported)
-    import numpy as np
-    import torch
-    from e3nn import o3
-    from mace import modules
-
-    from ..glue import default_dtype
-
     spec = MP0_MEDIUM_ARCHITECTURE
     with default_dtype(getattr(torch, dtype)):
         torch.manual_seed(seed)

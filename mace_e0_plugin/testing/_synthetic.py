@@ -12,7 +12,16 @@ E0 shifts known exactly. Nothing here is downloaded.
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import ase
+import mace  # noqa: F401  (first: it sets up torch.load for e3nn before e3nn is imported)
 import numpy as np
+import torch
+from e3nn import o3
+from mace import data as mace_data
+from mace import modules
+from mace.tools.utils import AtomicNumberTable
+
+from ..glue import default_dtype, forward, make_loader, model_atomic_numbers, model_heads
 
 ELEMENTS = (1, 6, 8)
 
@@ -57,8 +66,6 @@ def random_configs(n_configs: int, seed: int = 0, elements: Sequence[int] = ELEM
                    n_atoms: Tuple[int, int] = (4, 12), stoichiometry: Optional[Dict[int, int]] = None,
                    min_distance: float = 1.0):
     """Random clusters. ``stoichiometry`` fixes the composition of every config (a rank-1 system)."""
-    import ase
-
     rng = np.random.default_rng(seed)
     configs = []
     for _ in range(n_configs):
@@ -87,8 +94,6 @@ def label(configs, level: ToyLevel, energy_key: str = "REF_energy", forces_key: 
 
 def isolated_atoms(level: ToyLevel, elements: Sequence[int] = ELEMENTS, energy_key: str = "REF_energy"):
     """Single-atom frames with the level's E0s, as MACE reads them (config_type=IsolatedAtom)."""
-    import ase
-
     frames = []
     for z in elements:
         atoms = ase.Atoms(numbers=[z], positions=[[0.0, 0.0, 0.0]], pbc=False)
@@ -101,13 +106,6 @@ def isolated_atoms(level: ToyLevel, elements: Sequence[int] = ELEMENTS, energy_k
 def build_foundation(e0s: Dict[int, float], heads: Sequence[str] = ("Default",), seed: int = 0,
                      r_max: float = 4.5, channels: int = 8, dtype: str = "float64"):
     """A tiny ScaleShiftMACE with random weights and the given E0s (every head the same)."""
-    import mace  # noqa: F401  (sets up torch.load for e3nn before e3nn is imported)
-    import torch
-    from e3nn import o3
-    from mace import modules
-
-    from ..glue import default_dtype
-
     with default_dtype(getattr(torch, dtype)):
         torch.manual_seed(seed)
         atomic_numbers = sorted(e0s)
@@ -127,7 +125,6 @@ def build_foundation(e0s: Dict[int, float], heads: Sequence[str] = ("Default",),
 @dataclass
 class PlantedShift:
     """Reference energies that are a model's own predictions plus known per-element shifts."""
-
     shifts: Dict[int, float] = field(default_factory=lambda: {1: -0.35, 6: 1.25, 8: -0.8})
 
     def apply(self, model, configs, energy_key: str = "REF_energy", head: Optional[str] = None):
@@ -142,8 +139,6 @@ def label_with_model(model, configs, energy_key: str = "REF_energy", forces_key:
                      head: Optional[str] = None, batch_size: int = 16):
     """Label ``configs`` (in place) with ``model``'s own energies and forces, batched: data on
     which the model is exact, to plant known faults on. Returns them."""
-    from ..glue import forward, make_loader
-
     results = []
     batches = make_loader(_graphs(model, configs, head), batch_size)
     for batch, output in forward(model, batches, next(model.parameters()).device, forces=True):
@@ -159,8 +154,6 @@ def label_with_model(model, configs, energy_key: str = "REF_energy", forces_key:
 
 def predict_energies(model, configs, head: Optional[str] = None, batch_size: int = 16) -> List[float]:
     """Energies of ``model`` on ase configs, batched (used to plant shifts on a model's own output)."""
-    from ..glue import forward, make_loader
-
     energies: List[float] = []
     batches = make_loader(_graphs(model, configs, head), batch_size)
     for _, output in forward(model, batches, next(model.parameters()).device):
@@ -170,23 +163,17 @@ def predict_energies(model, configs, head: Optional[str] = None, batch_size: int
 
 def _graphs(model, configs, head: Optional[str]):
     """The configs as graphs for ``model`` (in its dtype), positions and species only."""
-    from mace import data
-
-    from ..glue import default_dtype, model_atomic_numbers, model_heads
-
     heads = model_heads(model)
     z_table = _table(model_atomic_numbers(model))
     r_max = float(model.r_max)
     graphs = []
     with default_dtype(next(model.parameters()).dtype):
         for atoms in configs:
-            config = data.config_from_atoms(atoms, key_specification=data.KeySpecification(),
-                                            head_name=head or heads[0])
-            graphs.append(data.AtomicData.from_config(config, z_table=z_table, cutoff=r_max, heads=heads))
+            config = mace_data.config_from_atoms(atoms, key_specification=mace_data.KeySpecification(),
+                                                 head_name=head or heads[0])
+            graphs.append(mace_data.AtomicData.from_config(config, z_table=z_table, cutoff=r_max, heads=heads))
     return graphs
 
 
 def _table(atomic_numbers):
-    from mace.tools.utils import AtomicNumberTable
-
     return AtomicNumberTable(list(atomic_numbers))

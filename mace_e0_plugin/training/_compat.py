@@ -9,7 +9,10 @@ and the supported one (``unsupported_message``); every other run is mace's own.
 
 import importlib
 import inspect
+from importlib.metadata import version
 from typing import List, Optional, Sequence, Tuple
+
+import torch
 
 # The mace-torch releases the wrappers are tested with; pyproject.toml pins the same (a test keeps them equal).
 TESTED_MACE = ("0.3.16",)
@@ -45,8 +48,6 @@ def installed_mace_version() -> Optional[str]:
         return str(importlib.import_module("mace").__version__)
     except (ImportError, AttributeError):
         try:
-            from importlib.metadata import version
-
             return version("mace-torch")
         except Exception:  # pylint: disable=broad-except
             return None
@@ -86,8 +87,6 @@ def incompatibilities() -> List[str]:
     if losses is None:
         reasons.append(f"{LOSS_MODULE} is missing")
     else:
-        import torch
-
         for name, cls in sorted(vars(losses).items()):
             if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == LOSS_MODULE:
                 reasons += _parameter_differences(f"{LOSS_MODULE}:{name}.forward", cls.forward, LOSS_PARAMETERS)

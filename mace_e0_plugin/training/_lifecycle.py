@@ -42,7 +42,7 @@ from ase.data import chemical_symbols
 from torch.optim import LBFGS
 
 from ..doors import build_request, training_spelling
-from ..errors import E0InputError
+from ..errors import E0Error, E0InputError
 from ..glue import (EPOCH, SAMPLE_SIZE, LoadedData, Refitter, RefitFailed, agree, estimate_e0s, model_heads,
                     set_provenance, write_e0s)
 from ..io import (Outputs, estimate_report, format_estimate, format_refit, provenance_from_report, read_report,
@@ -195,7 +195,6 @@ class LinearSystemRun:
                               plan.source)
             request, prior_info, lacking = build_request(
                 model, name, data, plan.prior, fallback=foundation, weighting=plan.weighting,
-                max_configs=plan.max_configs, se_tolerance=plan.se_tolerance, seed=getattr(self.args, "seed", 0),
                 energy_key=plan.energy_key, exclude_suspicious=plan.exclude_suspicious)
             log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {prior_info['source']}"
                      + (f"; it lacks {_symbols(lacking)}, which keep the foundation's E0s" if lacking else ""))
@@ -225,7 +224,7 @@ class LinearSystemRun:
             return
         self.close()
         refitted = False
-        if self.refitting and checkpoint_handler is not None:
+        if self.refitting and self.refitter.final_requests and checkpoint_handler is not None:
             with self._refit_guard(None):
                 self._log_refits(self.refitter.final(checkpoint_handler.io, stage_two=self.stage_two))
                 refitted = True
@@ -284,8 +283,8 @@ class LinearSystemRun:
         else:
             epoch = failed.epoch if failed is not None else epoch
             step = f"the E0 refit at the end of epoch {epoch} (head {names})"
-            kept = (f"the E0s of {self._e0_source(heads, None)} in the model; no further E0 refits in this run, "
-                    "the final one included")
+            kept = (f"the E0s of {self._e0_source(heads, None)} in the model; no further E0 refits in this run"
+                    + (", the final one included" if refitter.final_requests else ""))
         # The model to refit later: the checkpoint's, or for an epoch refit the last one mace saves.
         final = failed is not None and failed.checkpoint is not None
         model_path = saved_model_path(self.args, stage_two=failed.stage_two if final else self.stage_two)
@@ -347,7 +346,7 @@ def stopping_before_training(door: "TrainingDoor"):
     argparse's own errors are)."""
     try:
         yield
-    except E0InputError as error:
+    except E0Error as error:
         door.end()
         raise SystemExit(ERROR_PREFIX + error.render(training_spelling)) from None
     except UnsupportedMace as error:

@@ -4,13 +4,18 @@ head's share of the training set, and the checkpoints a restart resumes from."""
 import os
 from typing import Dict, List, Optional
 
+import ase.io
+import numpy as np
+import torch
+from mace.calculators import foundations_models as named
+from torch.utils.data import ConcatDataset, Subset
+
 from ..errors import E0InputError
+from ..glue import model_atomic_numbers, model_heads, read_e0s, select_head
 
 
 def foundation_e0s(model, args) -> Dict[int, float]:
     """A foundation model's E0s by element: of ``--foundation_head`` if it has several heads."""
-    from ..glue import model_atomic_numbers, model_heads, read_e0s, select_head
-
     heads = model_heads(model)
     index = select_head(heads, args.foundation_head) if len(heads) > 1 else 0
     return dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
@@ -22,13 +27,9 @@ def read_foundation_e0s(args) -> Dict[int, float]:
 
 
 def load_foundation(args):
-    import torch
-
     source = args.foundation_model
     if os.path.isfile(source):
         return torch.load(source, map_location="cpu", weights_only=False)
-    from mace.calculators import foundations_models as named
-
     options = dict(device="cpu", default_dtype=args.default_dtype)
     if source in getattr(named, "polar_model_names", []):
         return named.mace_polar(model=source, return_raw_model=True, **options)
@@ -44,8 +45,6 @@ def load_foundation(args):
 def datasets_by_head(dataset, heads: List[str]) -> Dict[str, object]:
     """mace concatenates one dataset per head (replay pt_head data included); each config
     carries its head's index. Returns each head's dataset, the graphs training already built."""
-    from torch.utils.data import ConcatDataset
-
     parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
     by_head: Dict[str, list] = {}
     for part in parts:
@@ -57,8 +56,6 @@ def datasets_by_head(dataset, heads: List[str]) -> Dict[str, object]:
 def without_replication(dataset, n_original: Optional[int]):
     """Multihead fine-tuning repeats the fine-tuning configs to balance a large replay set
     (``train += train * k``). Each config counts once: keep the first copy."""
-    from torch.utils.data import Subset
-
     if not n_original or len(dataset) <= n_original or len(dataset) % n_original:
         return dataset
     if not (dataset[0].positions.shape == dataset[n_original].positions.shape
@@ -88,9 +85,6 @@ def locate_in_files(dataset, found, train_files) -> list:
     The files are read only when there is something to name."""
     if not found:
         return []
-    import ase.io
-    import numpy as np
-
     frames = []  # (file, index in the input counting files in order, Atoms)
     offset = 0
     for path in train_files:

@@ -16,9 +16,10 @@ from ..glue import MODES, REPLAY_HEAD
 from ..io import prior_from
 
 KEYWORD = "linear_system"
-# Ours, as --E0s_<name> in mace's parser; each can be set per head too, but the pass dtype (one network).
-OUR_OPTIONS = ("prior", "weighting", "max_configs", "se_tolerance", "refit", "exclude_suspicious", "dtype")
-HEAD_OPTIONS = ("weighting", "max_configs", "se_tolerance", "refit", "exclude_suspicious")
+# Ours, as --E0s_<name> in mace's parser, as declared (doors._options); each can be set per head too,
+# but the pass dtype (one network). The prior is read on its own (a file).
+OUR_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.added_to_training)
+HEAD_OPTIONS = tuple(name for name in OUR_OPTIONS if OPTIONS[name].per_head and name != "prior")
 GROUP_TITLE = "E0 re-estimation (mace-e0-plugin)"
 
 
@@ -82,8 +83,6 @@ class HeadPlan:
     prior: object  # io.Prior: automatic, 'foundation' or a file, read at the start of the run
     energy_key: str
     train_files: List[str]
-    max_configs: Optional[int] = None
-    se_tolerance: Optional[float] = None
     refit: FrozenSet[str] = frozenset()  # --E0s_refit: when to re-solve during and after training
     exclude_suspicious: bool = False  # --E0s_exclude_suspicious: fit without broken-looking labels
     isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
@@ -127,7 +126,6 @@ def _plan_head(args, name: str, head: dict) -> HeadPlan:
     train_files = head.get("train_file", args.train_file)
     return HeadPlan(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
                     train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
-                    max_configs=values["max_configs"], se_tolerance=values["se_tolerance"],
                     refit=MODES[values["refit"]], exclude_suspicious=values["exclude_suspicious"])
 
 
