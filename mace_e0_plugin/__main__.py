@@ -9,10 +9,9 @@ doors' affair (``doors._cli``).
 import contextlib
 import io
 import sys
-import warnings
 from typing import List, Optional
 
-from ._noise import NOISY_WARNINGS
+from ._noise import hidden_warnings
 
 VERBOSE = "--verbose"
 
@@ -21,10 +20,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = VERBOSE in argv
     printed = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
-        if not verbose:
-            for message in NOISY_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
+    with hidden_warnings(verbose), contextlib.redirect_stdout(printed):
         from .doors import main as mace_e0  # pylint: disable=import-outside-toplevel  (see above)
     if verbose:
         sys.stdout.write(printed.getvalue())

@@ -22,7 +22,8 @@ from mace_e0_plugin._switch import is_disabled
 
 TRIGGER_MODULE = "mace.cli.run_train"
 SCRIPT_TAIL = ("mace", "cli", "run_train.py")  # the end of the path of mace's training script
-# What must exist before the wrappers can be installed from a script run: "module:attribute".
+# What must exist before the wrappers can be installed from a script run: "module:attribute",
+# training._adapters.TARGETS' own list (a test keeps them equal; this module may not import torch).
 WRAPPED = ("mace.tools:check_args", "mace.tools:build_default_arg_parser", "mace.tools:train",
            "mace.tools.scripts_utils:get_dataset_from_xyz", "mace.tools.scripts_utils:get_atomic_energies",
            "mace.tools.train:train_one_epoch")

@@ -45,6 +45,14 @@ def test_only_mace_s_own_training_script_counts_as_run_as_a_file():
     assert not runs_training_script("-m") and not runs_training_script(None)
 
 
+def test_the_script_route_waits_for_exactly_the_functions_the_wrappers_wrap():
+    # _bootstrap may not import the adapters (torch) to read their targets, so it names them itself
+    from mace_e0_plugin._bootstrap import WRAPPED
+    from mace_e0_plugin.training import TARGETS
+
+    assert sorted(WRAPPED) == sorted(target.where for target in TARGETS)
+
+
 def test_the_watcher_is_installed_once_even_if_the_bootstrap_runs_twice(tmp_path):
     code = ("import importlib, sys, mace_e0_plugin._bootstrap as b\n"
             "importlib.reload(b)\n"

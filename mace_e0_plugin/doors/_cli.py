@@ -14,13 +14,12 @@ as ``mace_run_train --E0s=linear_system``, and writes the same report. Under
 import argparse
 import os
 import sys
-import warnings
 from typing import List, Optional
 
 import torch
 from ase.data import chemical_symbols
 
-from .._noise import NOISY_WARNINGS
+from .._noise import hidden_warnings
 from ..errors import E0Error, E0InputError, E0ModelError, E0WriteError
 from ..glue import (SAMPLE_SIZE, default_device, model_atomic_numbers, model_heads, read_e0s, read_model,
                     read_provenance, set_provenance, write_e0s)
@@ -160,7 +159,8 @@ def check(args) -> int:
 def diagnose(args) -> int:
     outputs = Outputs(report=args.output, figure=args.plot)
     outputs.refuse_overwrite(args.force)
-    diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.prior, args.head, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+    diagnosis = run_diagnosis(args.model, args.data, args.energy_key, args.forces_key, args.prior, args.head,
+                              batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                               num_workers=args.num_workers)
     print(format_diagnosis(diagnosis))
     written = write_outputs(outputs, diagnosis.to_dict(), draw=lambda path: plot_diagnosis(path, diagnosis))
@@ -275,10 +275,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     also hides mace's import-time print)."""
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
-            if not args.verbose:
-                for message in NOISY_WARNINGS:
-                    warnings.filterwarnings("ignore", message=message)
+        with hidden_warnings(args.verbose):
             return args.handler(_checked_args(args))
     except E0Error as error:
         print(f"{PROG}: error: {error.render(cli_spelling)}", file=sys.stderr)

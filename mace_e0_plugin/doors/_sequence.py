@@ -59,7 +59,6 @@ class EstimateRequest:
     configs: object
     energy_key: Optional[str] = None
     prior: object = None
-    prior_option: str = "prior"  # the option errors about the prior name
     head: Optional[str] = None
     weighting: str = DEFAULT_WEIGHTING
     max_configs: Optional[int] = None
@@ -94,8 +93,7 @@ class EstimateSteps:
 def estimate_sequence(asked: EstimateRequest) -> EstimateSteps:
     """One head's estimate: prior, model, head, data, request, estimate. Nothing is changed in the
     caller's objects, and nothing is written."""
-    prior = asked.prior if isinstance(asked.prior, Prior) else prior_from(asked.prior, asked.energy_key,
-                                                                            asked.prior_option)
+    prior = asked.prior if isinstance(asked.prior, Prior) else prior_from(asked.prior, asked.energy_key)
     with default_dtype(GRAPH_DTYPE):
         module, name, _ = resolve_model(asked.model, asked.head, asked.device)
         data = data_from(asked.configs, module, name, asked.energy_key, asked.forces_key)

@@ -9,6 +9,11 @@ import torch
 SAMPLE_SIZE = 20_000  # configs per head kept for figures: a fixed cost however large the data
 
 
+def labelled(residuals: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """[n] bool: the configs that have an energy (loss weight > 0) and a finite residual."""
+    return (weights > 0) & torch.isfinite(residuals)
+
+
 class ResidualLedger:
     """Counts, residual and loss weight of every config a pass sees, in the order it sees them,
     kept on the device (counts as int16: an element's atoms in a config stay below 32768), copied
@@ -37,7 +42,7 @@ class ResidualLedger:
             return None
         counts, residuals, weights = columns
         positions = torch.as_tensor(self.positions[:len(residuals)], dtype=torch.long, device=residuals.device)
-        usable = (weights > 0) & torch.isfinite(residuals)
+        usable = labelled(residuals, weights)
         return counts[usable].double(), residuals[usable], weights[usable], positions[usable]
 
 
@@ -53,6 +58,6 @@ class ResidualSample:
         columns = self.ledger.columns()
         if columns is None:
             return np.zeros((0, 0)), np.zeros(0)
-        counts, residuals, weights = (column[:self.limit].double().cpu().numpy() for column in columns)
-        usable = (weights > 0) & np.isfinite(residuals)
-        return counts[usable], residuals[usable]
+        counts, residuals, weights = (column[:self.limit] for column in columns)
+        usable = labelled(residuals, weights)
+        return counts[usable].double().cpu().numpy(), residuals[usable].cpu().numpy()

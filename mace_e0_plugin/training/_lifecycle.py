@@ -275,7 +275,8 @@ class LinearSystemRun:
         heads = [r.name for r in (refitter.epoch_requests + refitter.final_requests)]
         heads = list(dict.fromkeys(heads))
         names = ", ".join(f"'{h}'" for h in heads)
-        if failed is not None and failed.checkpoint is not None:
+        final = failed is not None and failed.checkpoint is not None
+        if final:
             step = f"the final E0 refit of checkpoint {failed.checkpoint} (head {names})"
             source = self._e0_source(heads, failed.epoch)
             kept = (f"that checkpoint as it was, with the E0s it was saved with ({source}), which mace saves "
@@ -286,7 +287,6 @@ class LinearSystemRun:
             kept = (f"the E0s of {self._e0_source(heads, None)} in the model; no further E0 refits in this run"
                     + (", the final one included" if refitter.final_requests else ""))
         # The model to refit later: the checkpoint's, or for an epoch refit the last one mace saves.
-        final = failed is not None and failed.checkpoint is not None
         model_path = saved_model_path(self.args, stage_two=failed.stage_two if final else self.stage_two)
         multihead = len(model_heads(refitter.model)) > 1
         commands = [command for head in heads
@@ -322,9 +322,9 @@ class LinearSystemRun:
 
     def _write_report(self) -> Optional[str]:
         """The report with the refits and failures so far; None if it could not be written."""
-        path = self._outputs().report
-        with self._output_guard(f"writing the report {path}", "the E0s in the model and its checkpoints"):
-            return write_outputs(self._outputs(), self._with_refits())["report"]
+        outputs = self._outputs()
+        with self._output_guard(f"writing the report {outputs.report}", "the E0s in the model and its checkpoints"):
+            return write_outputs(outputs, self._with_refits())["report"]
         return None
 
 
