@@ -303,7 +303,7 @@ def produce(full: bool) -> Dict[str, str]:
 
 def write() -> None:
     """Rewrite every marked block with a full run's exact output, and every generated table."""
-    from mace_e0_plugin.doors import exit_statuses_table, options_table
+    from options_reference import exit_statuses_table, options_table
 
     outputs = produce(full=True)
     tables = {"options_table": options_table(), "exit_statuses_table": exit_statuses_table()}

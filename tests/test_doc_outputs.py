@@ -12,7 +12,8 @@ import pytest
 from conftest import PROJECT
 from doc_outputs import DOCS, blocks, differences, produce
 from mace_e0_plugin import reestimate_e0s
-from mace_e0_plugin.doors import build_parser, diagnose_e0s, exit_statuses_table, options_table
+from mace_e0_plugin.doors import build_parser, diagnose_e0s
+from options_reference import exit_statuses_table, options_table
 
 pytestmark = pytest.mark.slow
 

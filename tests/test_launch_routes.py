@@ -11,7 +11,7 @@ import torch
 
 from conftest import (PYTHON, expected_e0s, finetune_argv, mace_globals_restored, mace_train, planted_configs, report,
                       run_command, saved_e0s, write_xyz)
-from mace_e0_plugin.doors import OPTIONS
+from mace_e0_plugin.services import OPTIONS
 from mace_e0_plugin.glue import read_provenance
 from mace_e0_plugin.training._plan import OUR_OPTIONS
 

@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 from ase import Atoms
 
-from ._options import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, PASS_DTYPE, checked
+from ..services import DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, PASS_DTYPE, checked
 from ._result import E0Result
-from ._sequence import EstimateRequest, estimate_sequence
+from ..services import EstimateRequest, estimate_sequence
 
 
 def reestimate_e0s(model, configs, energy_key: Optional[str] = None, *, prior=None, weighting: str = DEFAULT_WEIGHTING,

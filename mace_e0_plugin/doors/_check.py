@@ -17,7 +17,7 @@ from ..errors import E0InputError
 from ..glue import ISOLATED_ATOMS, model_atomic_numbers, read_compositions, read_provenance
 from ..io import format_combination
 from ..math import determined_span, split_compositions
-from ._sequence import resolve_model
+from ..services import resolve_model
 
 OUTSIDE_TOLERANCE = 1e-6  # atoms: below this an outside part is rounding
 N_EXAMPLES = 5

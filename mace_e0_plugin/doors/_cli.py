@@ -27,8 +27,8 @@ from ..io import (Outputs, estimate_report, format_check, format_diagnosis, form
                   plot_diagnosis, read_e0s_or_report, write_outputs)
 from ._check import check_e0s
 from ._diagnose import diagnose as run_diagnosis
-from ._options import OPTIONS, checked, cli_spelling
-from ._sequence import EstimateRequest, estimate_sequence, resolve_model
+from ..services import OPTIONS, checked, cli_spelling
+from ..services import EstimateRequest, estimate_sequence, resolve_model
 
 PROG = "mace-e0"
 DESCRIPTION = "Estimate, inspect and apply the E0s of a MACE model without starting a training run."

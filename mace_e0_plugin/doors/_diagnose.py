@@ -27,8 +27,8 @@ from ..glue import (FOUNDATION, default_dtype, force_statistics, make_loader, mo
 from ..io import Outputs, format_combination, plot_diagnosis, suspicious_entries, write_outputs
 from ..math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, E0Solution,
                     ForceSlopeStatistics, combination_correction, energy_is_off, energy_z, slope_is_off)
-from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
-from ._sequence import GRAPH_DTYPE, EstimateRequest, estimate_sequence
+from ..services import DEFAULT_BATCH_SIZE, PASS_DTYPE
+from ..services import GRAPH_DTYPE, EstimateRequest, estimate_sequence
 
 
 @dataclass

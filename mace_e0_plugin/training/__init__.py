@@ -10,11 +10,11 @@
 """
 
 from ._adapters import TARGETS, EntryPointHooks, MacePlugin, install, installed_door, mace_has_plugin_hook, uninstall
-from ._compat import PIN, TESTED_MACE, UnsupportedMace, incompatibilities, unpack_pair
+from ._compat import REQUIREMENT, TESTED_MACE, UnsupportedMace, incompatibilities, unpack_pair
 from ._failures import Failure
 from ._lifecycle import LinearSystemRun, TrainingDoor
 from ._plan import KEYWORD, add_arguments, asks_for_linear_system, plan_heads
 
 __all__ = ["MacePlugin", "EntryPointHooks", "install", "uninstall", "installed_door", "mace_has_plugin_hook",
            "TARGETS", "TrainingDoor", "LinearSystemRun", "Failure", "plan_heads", "asks_for_linear_system",
-           "add_arguments", "KEYWORD", "TESTED_MACE", "PIN", "UnsupportedMace", "incompatibilities", "unpack_pair"]
+           "add_arguments", "KEYWORD", "TESTED_MACE", "REQUIREMENT", "UnsupportedMace", "incompatibilities", "unpack_pair"]

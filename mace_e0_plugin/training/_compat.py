@@ -1,10 +1,14 @@
-"""The guard against mace changes: the wrappers are written for one mace-torch, checked before
-anything is wrapped (its version, the functions we wrap and call, and their parameters), and what
-mace returns is checked where we first unpack it.
+"""The guard against mace changes: the wrappers rely on named functions of mace-torch 0.3.x, their
+parameters, and the shapes of what they return. They are checked by what we rely on, not by the
+version string: before anything is wrapped, every function we wrap or call and the parameters we
+bind; what mace returns, where we first unpack it.
 
-Where something differs, nothing that depends on mace's internals is wrapped: a run that asks for
-``--E0s=linear_system`` stops before loading data, with one line naming the installed mace-torch
-and the supported one (``unsupported_message``); every other run is mace's own.
+- Every parameter matches, on a tested release (``TESTED_MACE``): the plugin runs.
+- Every parameter matches, on another release: it runs too, and a run that asks for
+  ``--E0s=linear_system`` logs one warning line naming the tested releases (``untested_warning``).
+- Something differs: nothing that depends on mace's internals is wrapped; a run that asks stops
+  before loading data with one line naming the installed mace-torch and what differs
+  (``unsupported_message``); every other run is mace's own.
 """
 
 import importlib
@@ -14,9 +18,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-# The mace-torch releases the wrappers are tested with; pyproject.toml pins the same (a test keeps them equal).
-TESTED_MACE = ("0.3.16",)
-PIN = "mace-torch==" + TESTED_MACE[-1]
+# The mace-torch releases the suite trains on (tests/test_mace_releases.py, one by one); pyproject.toml
+# requires the same range (a test keeps them equal). 0.3.13 is the floor: the first with
+# ``mace.data.KeySpecification``, which mace-e0 reads extxyz files with.
+TESTED_MACE = ("0.3.13", "0.3.14", "0.3.15", "0.3.16")
+NEXT_BREAKING = "0.4"  # mace v1: a new training engine, which these wrappers are not written for
+REQUIREMENT = f"mace-torch>={TESTED_MACE[0]},<{NEXT_BREAKING}"
+TESTED_RANGE = f"mace-torch {TESTED_MACE[0]} to {TESTED_MACE[-1]}"
 
 # The functions we wrap or call ("module:attribute"), and the parameters whose names we bind or read.
 EXPECTED_PARAMETERS = {
@@ -35,7 +43,7 @@ LOSS_PARAMETERS = ("ref", "pred")  # what the epoch refit reads from every call 
 
 
 class UnsupportedMace(Exception):
-    """This mace-torch is not the one the wrappers are written for; ``reasons`` say how."""
+    """This mace-torch differs from what the wrappers rely on; ``reasons`` say how."""
 
     def __init__(self, reasons: Sequence[str]):
         self.reasons = list(reasons)
@@ -54,10 +62,21 @@ def installed_mace_version() -> Optional[str]:
 
 
 def unsupported_message(reasons: Sequence[str]) -> str:
-    return (f"--E0s=linear_system is not available: mace-e0-plugin supports {PIN}, and this environment's "
-            f"mace-torch {installed_mace_version() or '(version unknown)'} differs from it ({'; '.join(reasons)}), "
-            f"so the plugin left mace as it was. Install {PIN}, or estimate the E0s with `mace-e0 estimate MODEL "
-            "DATA --energy-key KEY --e0s-json E0S.json` and train with --E0s=E0S.json.")
+    return (f"--E0s=linear_system is not available: mace-e0-plugin relies on functions of {TESTED_RANGE} "
+            f"(tested), and this environment's mace-torch {installed_mace_version() or '(version unknown)'} differs "
+            f"({'; '.join(reasons)}), so the plugin left mace as it was. Install a tested release "
+            f"(pip install 'mace-torch=={TESTED_MACE[-1]}'), or estimate the E0s with `mace-e0 estimate MODEL DATA "
+            "--energy-key KEY --e0s-json E0S.json` and train with --E0s=E0S.json.")
+
+
+def untested_warning() -> Optional[str]:
+    """The one warning line for a release outside ``TESTED_MACE`` whose functions match; None on a tested one."""
+    installed = installed_mace_version()
+    if installed in TESTED_MACE:
+        return None
+    return (f"mace-e0-plugin: mace-torch {installed or '(version unknown)'} is not a tested release "
+            f"({TESTED_RANGE}); every function and parameter the plugin relies on matches, so --E0s=linear_system "
+            "runs. Report anything odd, with the version, to mace-e0-plugin.")
 
 
 def find(where: str):
@@ -73,11 +92,9 @@ def find(where: str):
 
 
 def incompatibilities() -> List[str]:
-    """How this mace-torch differs from the tested one: empty if it does not."""
+    """How this mace-torch differs from what the wrappers rely on: empty if it does not. The
+    version string is not among them (``untested_warning``)."""
     reasons = []
-    version = installed_mace_version()
-    if version not in TESTED_MACE:
-        reasons.append(f"version {version}")
     for dotted, names in EXPECTED_PARAMETERS.items():
         reasons += _parameter_differences(dotted, find(dotted), names)
     try:
@@ -104,7 +121,7 @@ def _parameter_differences(dotted: str, function, names: Sequence[str]) -> List[
 
 
 def unpack_pair(result, what: str, first_has: str) -> Tuple[object, object]:
-    """``result`` as the (first, second) pair mace-torch 0.3.16 returns, whose first item has
+    """``result`` as the (first, second) pair mace-torch 0.3.x returns, whose first item has
     ``first_has``; else UnsupportedMace, naming ``what`` returned what."""
     if isinstance(result, tuple) and len(result) == 2 and hasattr(result[0], first_has):
         return result

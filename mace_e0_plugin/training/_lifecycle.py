@@ -41,13 +41,13 @@ from typing import Dict, List, Optional
 from ase.data import chemical_symbols
 from torch.optim import LBFGS
 
-from ..doors import build_request, training_spelling
+from ..services import build_request, training_spelling
 from ..errors import E0Error, E0InputError
 from ..glue import (EPOCH, SAMPLE_SIZE, LoadedData, Refitter, RefitFailed, agree, estimate_e0s, model_heads,
                     set_provenance, write_e0s)
 from ..io import (Outputs, estimate_report, format_estimate, format_refit, provenance_from_report, read_report,
                   report_path, report_with_refits, save_torch, write_outputs)
-from ._compat import UnsupportedMace
+from ._compat import UnsupportedMace, untested_warning
 from ._failures import LOG_PREFIX, Failure, describe, refit_later_commands, saved_model_path
 from ._mace_run import (datasets_by_head, foundation_e0s, locate_in_files, read_foundation_e0s,
                         restored_from_checkpoint, without_replication)
@@ -421,6 +421,9 @@ class TrainingDoor:
             return None
         if self.unsupported:
             raise UnsupportedMace(self.unsupported)
+        warning = untested_warning()
+        if warning:
+            log.warning(warning)
         heads = plan_heads(args)
         self.run = LinearSystemRun(args, heads, pass_dtype(args)) if heads else None
         return self.run

@@ -10,13 +10,13 @@ import functools
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional
 
-from ..doors import OPTIONS, training_spelling
+from ..services import OPTIONS, training_spelling
 from ..errors import E0InputError
 from ..glue import MODES, REPLAY_HEAD
 from ..io import prior_from
 
 KEYWORD = "linear_system"
-# Ours, as --E0s_<name> in mace's parser, as declared (doors._options); each can be set per head too,
+# Ours, as --E0s_<name> in mace's parser, as declared (services); each can be set per head too,
 # but the pass dtype (one network). The prior is read on its own (a file).
 OUR_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.added_to_training)
 HEAD_OPTIONS = tuple(name for name in OUR_OPTIONS if OPTIONS[name].per_head and name != "prior")

@@ -7,11 +7,8 @@ import argparse
 import inspect
 from typing import Dict, List
 
-from ._api import reestimate_e0s
-from ._check import check_e0s
-from ._cli import EXIT_MEANINGS, build_parser
-from ._diagnose import diagnose_e0s
-from ._options import AUTOMATIC, OPTIONS, Option
+from mace_e0_plugin.doors import EXIT_MEANINGS, build_parser, check_e0s, diagnose_e0s, reestimate_e0s
+from mace_e0_plugin.services import AUTOMATIC, OPTIONS, Option
 
 PYTHON_FUNCTIONS = (reestimate_e0s, diagnose_e0s, check_e0s)
 CELL_BAR = " \\| "  # a | inside a Markdown table cell

@@ -1,0 +1,13 @@
+"""The services every door stands on: the options (declared once, spelled per door) and the estimate
+sequence (written once). ``mace-e0``, the Python API and the training door all use them; none of
+the doors imports another."""
+
+from ._options import (AUTOMATIC, DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, DTYPES, OPTIONS, PASS_DTYPE, Option, checked,
+                       cli_spelling, positive, training_spelling)
+from ._sequence import GRAPH_DTYPE, EstimateRequest, EstimateSteps, build_request, estimate_sequence, resolve_model
+
+__all__ = [
+    "OPTIONS", "Option", "AUTOMATIC", "checked", "positive", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE",
+    "DEFAULT_WEIGHTING", "DTYPES", "PASS_DTYPE",
+    "estimate_sequence", "EstimateRequest", "EstimateSteps", "build_request", "resolve_model", "GRAPH_DTYPE",
+]
