@@ -112,7 +112,7 @@ def training_outputs(folder: Path, full: bool) -> Dict[str, str]:  # pylint: dis
     """docs/training.md: the estimate's table and the refit lines of a toy fine-tune (every frame of
     one stoichiometry, with isolated atoms), the ERROR line of a failed final refit, and the one-line
     stops for a bad prior and an unsupported mace-torch."""
-    from mace_e0_plugin.glue import _refit
+    from mace_e0_plugin.training import _refitter as _refit
     from mace_e0_plugin.training import TrainingDoor, _compat
 
     outputs = {}
@@ -143,7 +143,7 @@ def training_outputs(folder: Path, full: bool) -> Dict[str, str]:  # pylint: dis
     version = _compat.installed_mace_version
     _compat.installed_mace_version = lambda: "0.3.17"
     try:
-        outputs["training-unsupported-mace"] = _stop(folder / "b", toy_argv(), TrainingDoor(["version 0.3.17"]))
+        outputs["training-unsupported-mace"] = _stop(folder / "b", toy_argv(), TrainingDoor(["mace.tools:train has no parameter 'rank'"]))
     finally:
         _compat.installed_mace_version = version
     return outputs

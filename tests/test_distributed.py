@@ -2,7 +2,6 @@
 one all-reduce, and all ranks write the same E0s, equal to the single-process ones. The data are
 noisy, so a rank that fitted its own shard alone would give other E0s."""
 
-import argparse
 import json
 
 import pytest
@@ -13,8 +12,8 @@ from torch.utils.data import ConcatDataset
 
 from conftest import SHIFTS, add_noise
 from mace_e0_plugin import testing as synthetic
-from mace_e0_plugin.training import TrainingDoor
-from mace_e0_plugin.glue import (HeadRequest, estimate_e0s, model_atomic_numbers, model_heads, read_e0s,
+from mace_e0_plugin.training import E0Fit, HeadSettings, RunSettings
+from mace_e0_plugin.glue import (MODES, HeadRequest, estimate_e0s, model_atomic_numbers, model_heads, read_e0s,
                                  shard)
 
 N_CONFIGS = 37  # uneven over 2 and 3 ranks
@@ -115,24 +114,22 @@ def _hook_worker(rank, world_size, folder):
 
 def run_training_entry(model, replay, tuned, folder, rank, distributed):
     """What mace's tools.train receives: a concatenation of every head's dataset, replay first,
-    behind a shuffling loader; an SWA copy of the model; and the run's arguments."""
+    behind a shuffling loader; and an SWA copy of the model. The fit is driven by hand, with typed
+    settings: no argparse."""
     from mace.tools import torch_geometric
 
-    args = argparse.Namespace(
-        E0s="linear_system", heads=None, foundation_model=str(folder / "foundation.model"),
-        foundation_head="pt_head", energy_key="REF_energy", train_file=str(folder / "tuned.xyz"),
-        E0s_prior=None, E0s_weighting="per_atom", results_dir=str(folder / f"results-{rank}"),
-        name="ft", valid_batch_size=4, num_workers=0, pin_memory=False, restart_latest=False, E0s_refit="none",
-        E0s_dtype="float64")
-    door = TrainingDoor()  # driven by hand, as mace's hooks would
-    door.configure(args)
+    settings = RunSettings(
+        heads={"Default": HeadSettings(energy_key="REF_energy", train_files=(str(folder / "tuned.xyz"),),
+                                       refit=MODES["none"])},
+        foundation=str(folder / "foundation.model"), foundation_head="pt_head", pass_dtype="float64",
+        batch_size=4, results_dir=str(folder / f"results-{rank}"), name="ft")
+    fit = E0Fit(settings)
     loader = torch_geometric.dataloader.DataLoader(ConcatDataset([replay, tuned]), batch_size=6,
                                                    shuffle=True, drop_last=True)
-    swa = argparse.Namespace(model=AveragedModel(model))
-    door.before_training(model=model, train_loader=loader, device="cpu", swa=swa,
-                         distributed=distributed, rank=rank)
+    swa_model = AveragedModel(model)
+    fit.start(model, loader, "cpu", swa_model=swa_model, distributed=distributed, rank=rank)
     torch.save({"model": model.atomic_energies_fn.atomic_energies.clone(),
-                "swa": swa.model.module.atomic_energies_fn.atomic_energies.clone()},
+                "swa": swa_model.module.atomic_energies_fn.atomic_energies.clone()},
                folder / f"hook-rank{rank}.pt")
 
 
@@ -182,8 +179,8 @@ def test_torchrun_shards_the_mace_e0_command(shared_setup, tmp_path):
 def _decision_worker(rank, world_size, folder):
     from mace.tools import CheckpointHandler
 
-    from mace_e0_plugin.glue import agree, latest_checkpoint
-    from mace_e0_plugin.training._mace_run import restored_from_checkpoint
+    from mace_e0_plugin.glue import agree
+    from mace_e0_plugin.training._mace_run import checkpoint_files, latest_checkpoint
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-decide",
                                          rank=rank, world_size=world_size)
@@ -193,9 +190,8 @@ def _decision_worker(rank, world_size, folder):
     if rank == 0:
         for epoch in (0, 3):
             handler.io.save({"model": {}, "optimizer": {}, "lr_scheduler": {}}, epochs=epoch)
-    args = argparse.Namespace(restart_latest=True)
-    own = (restored_from_checkpoint(args, handler), latest_checkpoint(handler.io, swa=False))
-    shared = (agree(restored_from_checkpoint(args, handler)), agree(latest_checkpoint(handler.io, swa=False)))
+    own = (bool(checkpoint_files(handler.io)), latest_checkpoint(handler.io, swa=False))
+    shared = (agree(bool(checkpoint_files(handler.io))), agree(latest_checkpoint(handler.io, swa=False)))
     torch.save({"own": own, "shared": shared}, folder / f"decide-{rank}.pt")
     torch.distributed.destroy_process_group()
 

@@ -34,7 +34,7 @@ def out_of_memory(*_args, **_kwargs):
 
 def test_a_final_refit_that_runs_out_of_memory_keeps_the_saved_model_and_says_how_to_refit(
         foundation, planted_train, tmp_path, monkeypatch):
-    from mace_e0_plugin.glue import _refit
+    from mace_e0_plugin.training import _refitter as _refit
 
     work = tmp_path / "run"
     monkeypatch.setattr(_refit, "estimate_e0s", out_of_memory)  # the final refit's pass only
@@ -77,7 +77,7 @@ def test_a_final_refit_that_runs_out_of_memory_keeps_the_saved_model_and_says_ho
 
 def test_an_epoch_refit_that_fails_inside_the_training_step_keeps_the_last_refit(
         foundation, planted_train, tmp_path, monkeypatch):
-    from mace_e0_plugin.glue import _refit
+    from mace_e0_plugin.training import _refitter as _refit
 
     collect, calls = _refit.Refitter._collect, []
 

@@ -13,7 +13,7 @@ from conftest import (PYTHON, expected_e0s, finetune_argv, mace_globals_restored
                       run_command, saved_e0s, write_xyz)
 from mace_e0_plugin.services import OPTIONS
 from mace_e0_plugin.glue import read_provenance
-from mace_e0_plugin.training._plan import OUR_OPTIONS
+from mace_e0_plugin.training._mace_args import OUR_OPTIONS
 
 pytestmark = pytest.mark.slow
 

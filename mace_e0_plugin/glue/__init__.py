@@ -8,7 +8,7 @@
 - ledger: every config a pass sees, kept on the device; the figures' sample is a view of it;
 - force statistics: the forces pass of diagnose;
 - outliers: broken labels, found in the fit's residuals;
-- estimate: collect and solve per head (``estimate_e0s``); refit: ``--E0s_refit``'s refits;
+- estimate: collect and solve per head (``estimate_e0s``); refit: ``--E0s_refit``'s modes and records;
 - provenance: how the E0s were set, kept in the model;
 - distributed: every collective, in one module.
 """
@@ -25,9 +25,9 @@ from ._models import (REPLAY_HEAD, default_device, default_head, e0_buffers, mod
                       model_heads, read_e0s, read_model, read_state_e0s, select_head, state_e0_buffers, write_e0s,
                       write_rows)
 from ._outliers import find_suspicious
-from ._provenance import (ATTRIBUTE, E0S_FILE, FOUNDATION, ISOLATED_ATOMS, METHOD, PRIOR_KINDS, read_provenance,
+from ._provenance import (ATTRIBUTE, E0S_FILE, FOUNDATION, ISOLATED_ATOMS, METHOD, read_provenance,
                           set_provenance)
-from ._refit import DEFAULT_MODE, EPOCH, FINAL, MODES, Refit, RefitFailed, Refitter, latest_checkpoint
+from ._refit import DEFAULT_MODE, EPOCH, FINAL, MODES, Refit
 from ._residuals import accumulate, check_energy_split, e0_energies, residuals_in_float64
 
 __all__ = [
@@ -44,9 +44,9 @@ __all__ = [
     "ResidualSample", "FORCE_SAMPLE_ATOMS", "force_statistics", "find_suspicious",
     # estimate and refit
     "Estimate", "HeadRequest", "estimate_e0s", "SAMPLING_SEED",
-    "DEFAULT_MODE", "EPOCH", "FINAL", "MODES", "Refit", "RefitFailed", "Refitter", "latest_checkpoint",
+    "DEFAULT_MODE", "EPOCH", "FINAL", "MODES", "Refit",
     # provenance
-    "ATTRIBUTE", "METHOD", "FOUNDATION", "ISOLATED_ATOMS", "E0S_FILE", "PRIOR_KINDS", "read_provenance",
+    "ATTRIBUTE", "METHOD", "FOUNDATION", "ISOLATED_ATOMS", "E0S_FILE", "read_provenance",
     "set_provenance",
     # distributed
     "rank_and_size", "agree", "all_reduce_", "broadcast_e0s", "barrier", "synchronize",

@@ -98,7 +98,8 @@ def format_refit(refit: Refit) -> str:
     """One log line: head, when, the largest |ΔE0| and the training energy RMSE before and after."""
     change, z = refit.largest_change
     when = (f"epoch {refit.epoch}" if refit.kind == EPOCH
-            else f"final, checkpoint {refit.checkpoint} (epoch {refit.epoch})")
+            else f"final, checkpoint {refit.checkpoint} (epoch {refit.epoch})" if refit.checkpoint
+            else "final, the model itself")
     return (f"E0 refit, head '{refit.head}', {when}: largest |dE0| {change:.6f} eV ({chemical_symbols[z]}), "
             f"training E RMSE {refit.solution.rmse_per_atom_before_meV:.3f} -> "
             f"{refit.solution.rmse_per_atom_after_meV:.3f} meV/atom ({refit.seconds:.2f} s)")

@@ -1,20 +1,24 @@
-"""The training door: ``mace_run_train --E0s=linear_system``.
+"""The training door: ``mace_run_train --E0s=linear_system``, and ``E0Fit`` for a loop of one's own.
 
-- ``_plan``: our options in mace's parser, whether a run asks, and the plan of the heads that do;
-- ``_lifecycle``: the ``TrainingDoor``, one method per step of mace's run, and the run it holds;
+- ``_settings``: ``RunSettings`` and ``HeadSettings``, the run's settings, typed;
+- ``_run``: ``E0Fit``, the E0s of one run: estimated before the first step, refitted after;
+- ``_refitter``: the refits of ``--E0s_refit`` (epoch, final);
 - ``_failures``: what a failure of ours after the first step becomes (never a stop);
-- ``_compat``: the guard against a mace-torch the wrappers were not written for;
+- ``_mace_args``: mace's options, read once into ``RunSettings``, and ours added to its parser;
+- ``_door``: ``TrainingDoor``, mace's run translated for the fit, one method per step;
+- ``_compat``: the guard against a mace-torch that differs from what the wrappers rely on;
 - ``_adapters``: the two ways mace calls the door, the ``mace.plugins`` entry point
-  (``MacePlugin``) and wrappers around mace-torch 0.3.16's functions (``install``);
-- ``_mace_run``: glue to mace's run objects (the foundation, each head's data, checkpoints).
+  (``MacePlugin``) and wrappers around mace-torch 0.3.x's functions (``install``);
+- ``_mace_run``: the one module that knows mace's run objects (the foundation, each head's data,
+  checkpoints).
 """
 
-from ._adapters import TARGETS, EntryPointHooks, MacePlugin, install, installed_door, mace_has_plugin_hook, uninstall
-from ._compat import REQUIREMENT, TESTED_MACE, UnsupportedMace, incompatibilities, unpack_pair
-from ._failures import Failure
-from ._lifecycle import LinearSystemRun, TrainingDoor
-from ._plan import KEYWORD, add_arguments, asks_for_linear_system, plan_heads
+from ._adapters import TARGETS, MacePlugin, install, installed_door, mace_has_plugin_hook, uninstall
+from ._compat import REQUIREMENT, TESTED_MACE, UnsupportedMace, incompatibilities
+from ._door import TrainingDoor
+from ._run import KEYWORD, E0Fit
+from ._settings import HeadSettings, RunSettings
 
-__all__ = ["MacePlugin", "EntryPointHooks", "install", "uninstall", "installed_door", "mace_has_plugin_hook",
-           "TARGETS", "TrainingDoor", "LinearSystemRun", "Failure", "plan_heads", "asks_for_linear_system",
-           "add_arguments", "KEYWORD", "TESTED_MACE", "REQUIREMENT", "UnsupportedMace", "incompatibilities", "unpack_pair"]
+__all__ = ["E0Fit", "RunSettings", "HeadSettings", "MacePlugin", "install", "uninstall", "installed_door",
+           "mace_has_plugin_hook", "TARGETS", "TrainingDoor", "KEYWORD", "TESTED_MACE", "REQUIREMENT",
+           "UnsupportedMace", "incompatibilities"]

@@ -1,7 +1,7 @@
-"""The two ways into mace's run for the ``TrainingDoor`` of ``_lifecycle``.
+"""The two ways into mace's run for the ``TrainingDoor`` of ``_door``.
 
 A mace-torch with the ``mace.plugins`` entry-point hook (patches/0002) calls ``MacePlugin``.
-mace-torch 0.3.16 has none, so ``install()`` wraps the functions that lead to each step
+mace-torch 0.3.x has none, so ``install()`` wraps the functions that lead to each step
 (``tools.build_default_arg_parser``, ``tools.check_args``, ``get_dataset_from_xyz``,
 ``get_atomic_energies``, ``tools.train``, ``train_one_epoch``). Each wrapper holds the door it
 calls; there is no run at module level.
@@ -9,7 +9,7 @@ calls; there is no run at module level.
 In a run that does not ask for linear_system every wrapper calls mace's function with the same
 arguments and returns its result untouched; what ours do there is read the E0s values (and add
 our options to the parser, so that they parse). Where the installed mace-torch differs from the
-tested one (``_compat``), only those two are wrapped, and only to stop a run that asks.
+what the wrappers rely on (``_compat``), only those two are wrapped, and only to stop a run that asks.
 """
 
 import functools
@@ -22,8 +22,8 @@ from typing import Callable, List, Optional
 
 from .._switch import is_disabled
 from ._compat import find, incompatibilities, unpack_pair
-from ._lifecycle import TrainingDoor
-from ._plan import KEYWORD
+from ._door import TrainingDoor
+from ._run import KEYWORD
 
 _MARK = "_mace_e0_plugin_wraps"  # on a wrapper: the function it wraps
 _DOOR = "_mace_e0_plugin_door"  # on a wrapper: the door it calls
@@ -76,7 +76,7 @@ def mace_has_plugin_hook() -> bool:
     return plugins == "mace.plugins" and callable(find("mace.tools.plugins:call"))
 
 
-# -- adapter for mace-torch 0.3.16 without the hook: wrappers -----------------------------------------
+# -- adapter for mace-torch 0.3.x without the hook: wrappers -----------------------------------------
 def _argument(signature: inspect.Signature, args, kwargs, name: str):
     try:
         return signature.bind(*args, **kwargs).arguments.get(name)

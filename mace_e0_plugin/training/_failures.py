@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List
 
 from ..math import DEFAULT_WEIGHTING
+from ._settings import HeadSettings, RunSettings
 
 LOG_PREFIX = "mace-e0-plugin: "
 REFIT_LATER_SUFFIX = "_E0s_refit_later.json"
@@ -49,27 +50,24 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def saved_model_path(args, stage_two: bool = False) -> str:
-    """Where mace 0.3.16 saves the final model: ``{model_dir}/{name}.model`` (``_stagetwo`` with SWA)."""
-    return os.path.join(args.model_dir or args.work_dir, f"{args.name}{'_stagetwo' if stage_two else ''}.model")
-
-
-def refit_later_commands(args, plan, model_path: str, multihead: bool) -> List[str]:
+def refit_later_commands(settings: RunSettings, head: HeadSettings, model_path: str, multihead: bool) -> List[str]:
     """``mace-e0 estimate`` on the head's training data, then ``mace-e0 apply``: the final refit,
     made on the saved model after the run."""
     stem = os.path.splitext(model_path)[0]
-    report = os.path.join(args.results_dir, f"{args.name}_{plan.name}{REFIT_LATER_SUFFIX}")
-    estimate = ["mace-e0", "estimate", model_path, *plan.train_files, "--energy-key", plan.energy_key]
+    report = os.path.join(settings.results_dir, f"{settings.name}_{head.name}{REFIT_LATER_SUFFIX}")
+    estimate = ["mace-e0", "estimate", model_path, *head.train_files]
+    if head.energy_key:
+        estimate += ["--energy-key", head.energy_key]
     if multihead:
-        estimate += ["--head", plan.name]
-    if plan.prior.source is not None:
-        estimate += ["--prior", str(plan.prior.source)]
-    if plan.weighting != DEFAULT_WEIGHTING:
-        estimate += ["--weighting", plan.weighting]
-    if plan.exclude_suspicious:
+        estimate += ["--head", head.name]
+    if head.prior.source is not None:
+        estimate += ["--prior", str(head.prior.source)]
+    if head.weighting != DEFAULT_WEIGHTING:
+        estimate += ["--weighting", head.weighting]
+    if head.exclude_suspicious:
         estimate.append("--exclude-suspicious")
     estimate += ["--output", report]
     apply = ["mace-e0", "apply", model_path, report, "--output", f"{stem}_refit.model"]
     if multihead:
-        apply += ["--head", plan.name]
+        apply += ["--head", head.name]
     return [shlex.join(estimate), shlex.join(apply)]

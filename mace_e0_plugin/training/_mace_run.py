@@ -1,8 +1,9 @@
-"""Glue to the objects of mace's training run (mace-torch 0.3.x): the foundation model, each
-head's share of the training set, and the checkpoints a restart resumes from."""
+"""The one module that knows mace's run objects (mace-torch 0.3.x) beyond the wrapped functions:
+the foundation model (a file, or a name mace's own loaders know), each head's share of the training
+set, and the checkpoints (their names are read by mace's own ``CheckpointIO``, here only)."""
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import ase.io
 import numpy as np
@@ -14,32 +15,34 @@ from ..errors import E0InputError
 from ..glue import model_atomic_numbers, model_heads, read_e0s, select_head
 
 
-def foundation_e0s(model, args) -> Dict[int, float]:
-    """A foundation model's E0s by element: of ``--foundation_head`` if it has several heads."""
+def foundation_e0s(model, foundation_head: Optional[str] = None) -> Dict[int, float]:
+    """A foundation model's E0s by element: of ``foundation_head`` if it has several heads."""
     heads = model_heads(model)
-    index = select_head(heads, args.foundation_head) if len(heads) > 1 else 0
+    index = select_head(heads, foundation_head) if len(heads) > 1 else 0
     return dict(zip(model_atomic_numbers(model), read_e0s(model, index)))
 
 
-def read_foundation_e0s(args) -> Dict[int, float]:
-    """mace 0.3.16 keeps its foundation model to itself, so we read ``--foundation_model`` again."""
-    return foundation_e0s(load_foundation(args), args)
+# mace's loaders of named foundation models, and where each lists its names (mace_mp_names is new
+# in mace-torch 0.3.14: an older mace lists none, and only files are read).
+NAMED_LOADERS = (("mace_polar", "polar_model_names"), ("mace_mp", "mace_mp_names"))
+OFF_NAMES = ("small_off", "medium_off", "large_off")  # mace_off(model="small"), as run_train reads them
+OMOL_NAMES = ("mace_omol",)
 
 
-def load_foundation(args):
-    source = args.foundation_model
+def load_foundation(source: str, default_dtype: str):
+    """The foundation model mace trains from: a file, or a model name, loaded by mace's own function
+    for it (mace 0.3.x keeps the model it loaded to itself)."""
     if os.path.isfile(source):
-        return torch.load(source, map_location="cpu", weights_only=False)
-    options = dict(device="cpu", default_dtype=args.default_dtype)
-    if source in getattr(named, "polar_model_names", []):
-        return named.mace_polar(model=source, return_raw_model=True, **options)
-    if source in [name for name in named.mace_mp_names if name]:
-        return named.mace_mp(model=source, return_raw_model=True, **options)
-    if source in ("small_off", "medium_off", "large_off"):
-        return named.mace_off(model=source.split("_")[0], return_raw_model=True, **options)
-    if source == "mace_omol":
-        return named.mace_omol(return_raw_model=True, **options)
-    raise E0InputError(f"--foundation_model={source}: no such file, and not a model name mace knows.")
+        return unpickle(source)
+    options = dict(device="cpu", default_dtype=default_dtype, return_raw_model=True)
+    for loader, names in NAMED_LOADERS:
+        if source in [name for name in getattr(named, names, None) or () if name]:
+            return getattr(named, loader)(model=source, **options)
+    if source in OFF_NAMES:
+        return named.mace_off(model=source.split("_")[0], **options)
+    if source in OMOL_NAMES and hasattr(named, "mace_omol"):
+        return named.mace_omol(**options)
+    raise E0InputError(f"--foundation_model={source}: no such file, and not a model name this mace-torch knows.")
 
 
 def datasets_by_head(dataset, heads: List[str]) -> Dict[str, object]:
@@ -64,14 +67,28 @@ def without_replication(dataset, n_original: Optional[int]):
     return Subset(dataset, range(n_original))
 
 
-def restored_from_checkpoint(args, checkpoint_handler) -> bool:
-    if not getattr(args, "restart_latest", False) or checkpoint_handler is None:
-        return False
-    io = checkpoint_handler.io
-    if not os.path.isdir(io.directory):
-        return False
-    prefix = f"{io.tag}_epoch-"
-    return any(name.startswith(prefix) and name.endswith(".pt") for name in os.listdir(io.directory))
+def checkpoint_files(checkpoint_io) -> list:
+    """mace's reading of every checkpoint file name in ``checkpoint_io``'s directory with its tag:
+    ``CheckpointPathInfo(path, tag, epochs, swa)`` each."""
+    if not os.path.isdir(checkpoint_io.directory):
+        return []
+    found = [checkpoint_io._parse_checkpoint_path(path)  # pylint: disable=protected-access
+             for path in checkpoint_io._list_file_paths()]  # pylint: disable=protected-access
+    return [info for info in found if info and info.tag == checkpoint_io.tag]
+
+
+def latest_checkpoint(checkpoint_io, swa: bool) -> Optional[Tuple[str, int]]:
+    """(path, epoch) of the checkpoint mace's ``load_latest(swa=swa)`` loads, or None if there is none."""
+    mine = [info for info in checkpoint_files(checkpoint_io) if info.swa == swa]
+    if not mine:
+        return None
+    latest = max(mine, key=lambda info: info.epochs)
+    return latest.path, latest.epochs
+
+
+def unpickle(path: str):
+    """A model or checkpoint file, unpickled as mace itself loads them (so opening one runs code from it)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 # Angstrom: positions read back from extxyz match a graph's to this (float32 graphs keep ~1e-6).

@@ -1,19 +1,20 @@
-"""What a ``mace_run_train`` run asks of the plugin: our options in mace's parser, whether any head
-asks for ``--E0s=linear_system`` (read from the E0s values alone), and the plan of those heads.
+"""mace's run options, the one place that reads them: our options in mace's parser, whether any head
+asks for ``--E0s=linear_system`` (read from the E0s values alone), and ``settings_from_args``, which
+turns mace's argparse ``Namespace`` into the typed ``RunSettings`` once. Nothing else reads it.
 
 ``asks_for_linear_system`` is the only code of ours that runs in a run that did not ask, so it
-reads nothing but the ``E0s`` values, and a fault in it cannot change such a run (``_lifecycle``).
+reads nothing but the ``E0s`` values, and a fault in it cannot change such a run (``_door``).
 """
 
 import ast
 import functools
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional
+from typing import Dict
 
-from ..services import OPTIONS, training_spelling
 from ..errors import E0InputError
 from ..glue import MODES, REPLAY_HEAD
 from ..io import prior_from
+from ..services import OPTIONS, training_spelling
+from ._settings import HeadSettings, RunSettings
 
 KEYWORD = "linear_system"
 # Ours, as --E0s_<name> in mace's parser, as declared (services); each can be set per head too,
@@ -74,28 +75,19 @@ def head_dicts(args) -> Dict[str, dict]:
     return dict(ast.literal_eval(heads) if isinstance(heads, str) else heads)
 
 
-@dataclass
-class HeadPlan:
-    """What one head asked for, and what mace told us about its data while loading."""
-
-    name: str
-    weighting: str
-    prior: object  # io.Prior: automatic, 'foundation' or a file, read at the start of the run
-    energy_key: str
-    train_files: List[str]
-    refit: FrozenSet[str] = frozenset()  # --E0s_refit: when to re-solve during and after training
-    exclude_suspicious: bool = False  # --E0s_exclude_suspicious: fit without broken-looking labels
-    isolated_atoms: Optional[Dict[int, float]] = None  # the training file's IsolatedAtom frames
-    n_train_configs: Optional[int] = None  # xyz heads: before mace replicates them for replay
-
-    @property
-    def source(self) -> str:
-        return f"{', '.join(self.train_files)} (energy key '{self.energy_key}')"
+def settings_from_args(args) -> RunSettings:
+    """The run's settings, from mace's ``Namespace``; one E0InputError, before any data are loaded,
+    for a bad option. Only for a run that asks for linear_system (``asks_for_linear_system``)."""
+    return RunSettings(
+        heads=heads_from_args(args), foundation=args.foundation_model, foundation_head=args.foundation_head,
+        foundation_dtype=args.default_dtype, pass_dtype=OPTIONS["dtype"].value(getattr(args, "E0s_dtype", None)),
+        batch_size=args.valid_batch_size, num_workers=args.num_workers, pin_memory=bool(args.pin_memory),
+        results_dir=args.results_dir, name=args.name, model_dir=args.model_dir or args.work_dir,
+        restart_latest=bool(getattr(args, "restart_latest", False)), plot=bool(getattr(args, "plot", False)))
 
 
-def plan_heads(args) -> Dict[str, HeadPlan]:
-    """The plan of every head that asked for linear_system; one E0InputError, before any data are
-    loaded, for a bad option."""
+def heads_from_args(args) -> Dict[str, HeadSettings]:
+    """The settings of every head that asked for linear_system."""
     heads = head_dicts(args)
     if _is_keyword(str(heads.get(REPLAY_HEAD, {}).get("E0s", ""))):
         raise E0InputError(f"--E0s={KEYWORD} cannot apply to {REPLAY_HEAD}: the replay head keeps the "
@@ -107,10 +99,10 @@ def plan_heads(args) -> Dict[str, HeadPlan]:
             f"--E0s={KEYWORD} corrects the E0s of a pretrained model and needs --foundation_model. "
             "To train from scratch use --E0s=average, a JSON file of E0s, or isolated atoms in the "
             "training file.")
-    return {name: _plan_head(args, name, head) for name, head in requested.items()}
+    return {name: _head_settings(args, name, head) for name, head in requested.items()}
 
 
-def _plan_head(args, name: str, head: dict) -> HeadPlan:
+def _head_settings(args, name: str, head: dict) -> HeadSettings:
     def given(option: str):
         flag = OPTIONS[option].train.lstrip("-")
         return head.get(flag, getattr(args, flag, None))
@@ -124,11 +116,6 @@ def _plan_head(args, name: str, head: dict) -> HeadPlan:
         ours = any(OPTIONS[option].train.lstrip("-") in head for option in OUR_OPTIONS)
         raise E0InputError((f"head '{name}': " if ours else "") + error.render(spell)) from None
     train_files = head.get("train_file", args.train_file)
-    return HeadPlan(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
-                    train_files=[train_files] if isinstance(train_files, str) else list(train_files or []),
-                    refit=MODES[values["refit"]], exclude_suspicious=values["exclude_suspicious"])
-
-
-def pass_dtype(args) -> str:
-    """--E0s_dtype: the network's dtype in our passes, one for the run."""
-    return OPTIONS["dtype"].value(getattr(args, "E0s_dtype", None))
+    return HeadSettings(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
+                        train_files=(train_files,) if isinstance(train_files, str) else tuple(train_files or ()),
+                        refit=MODES[values["refit"]], exclude_suspicious=values["exclude_suspicious"])
