@@ -18,12 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import quiet, record, shared
+from _common import HEAD, finetune_args, linear_system_report, mace_e0, quiet, record, shared
 
 import ase.io
 import mace  # noqa: F401  (before e3nn)
-
-from mace_e0_plugin.doors import main as mace_e0
 
 CASES = [  # model, data, energy key, forces key, prior
     ("mace01_cho_xtb.model", ("solvent-xtb", "solvent_train.xyz"), "REF_energy", "REF_forces", None),
@@ -59,15 +57,12 @@ def fine_tune(model: Path, train: Path, valid: Path, key: str, forces: str, prio
     from mace import tools
     from mace.cli import run_train
 
-    argv = ["--name", "ft", "--work_dir", str(work), "--seed", "1", "--foundation_model", str(model),
-            "--train_file", str(train), "--valid_file", str(valid), "--energy_key", key,
-            "--forces_key", forces or "no_forces", "--max_num_epochs", "1", "--batch_size", "4",
-            "--valid_batch_size", "8", "--device", "cpu", "--default_dtype", "float64", "--E0s", "linear_system",
-            "--E0s_refit", "final", "--E0s_dtype", dtype, "--multiheads_finetuning", "False", "--lr", "1e-3"]
-    argv += ["--E0s_prior", str(prior)] if prior else []
+    argv = finetune_args(work, model, train, valid, key, epochs=1, batch_size=4, valid_batch_size=8) + [
+        "--forces_key", forces or "no_forces", "--E0s", "linear_system", "--E0s_refit", "final", "--E0s_dtype", dtype,
+        "--multiheads_finetuning", "False", "--lr", "1e-3"] + (["--E0s_prior", str(prior)] if prior else [])
     with quiet():
         run_train.run(tools.build_default_arg_parser().parse_args(argv))
-    return json.loads((work / "results" / "ft_E0s_linear_system.json").read_text())["heads"]["Default"]
+    return linear_system_report(work)["heads"][HEAD]
 
 
 def main() -> None:

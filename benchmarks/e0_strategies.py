@@ -46,23 +46,20 @@ Recipes (float32, --device cpu, --plot False, batch size 10, 5 for caco3, 6 epoc
   ecemc runs without --forces_weight=0 there: its frames have no forces, so their force weight is
   0 anyway, and the flag would also switch off pt_head's forces.
 
-Per run (appended to the cache, keyed by recipe, case, choice and seed, with the settings it must
-match to be reused): the test-set RMSE of E per atom (meV/atom) and of F (meV/A) of
-{work_dir}/ft.model with its own E0s, computed here; mace's "Initial" validation errors (before
-the first epoch); the wall and CPU time of mace_run_train, the seconds of each epoch and the load
-average; the E0s mace started from and those saved; for linear_system the report's rank, prior,
-RMSEs and final refit (or why it was skipped). Results go to the `e0_strategies` section of
+Per run (a cache line, keyed by recipe, case, choice and seed, with the settings it must match to
+be reused; run_one): the test-set E and F RMSE of {work_dir}/ft.model with its own E0s, computed
+here; mace's "Initial" validation errors; mace_run_train's wall and CPU time, its epochs' seconds
+and the other processes' load; the E0s mace started from and those saved; for linear_system the
+report's rank, prior, RMSEs and final refits. Results go to the `e0_strategies` section of
 benchmarks/RESULTS.md (`e0_strategies-multihead` for that recipe) and benchmarks/e0_strategies.png
 (-multihead.png); --dry-run and --no-record print them instead.
 """
 
 import argparse
 import ast
-import datetime
 import json
 import os
 import re
-import resource
 import shutil
 import sys
 import time
@@ -71,7 +68,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import HERE, evaluate, fmt, load_model, record, run_checked, seeded_subsets, shared
+from _common import (HEAD, HERE, RUN_NAME, command_line, epoch_stamps, evaluate, finetune_args, fmt, frames,
+                     initial_errors, linear_system_report, load_model, model_e0s, pyplot, record, seeded_subsets,
+                     shared, timed_run)
 
 DEFAULT_WORKDIR = Path.home() / ".cache" / "mace-e0-plugin" / "e0_strategies"
 DEFAULT_EPOCHS = 6  # the issue measured 4; 6 as in refit.py, and the full naive run stays near 2 h
@@ -79,8 +78,6 @@ DEFAULT_SEEDS = (1, 2, 3)
 SPLIT_SEED = 0
 LEARNING_RATE = "0.01"
 DTYPE = "float32"
-RUN_NAME = "ft"
-HEAD = "Default"
 PT_TRAIN_FILE = ("solvent-xtb", "solvent_train.xyz")
 DRY_SIZES = (12, 4, 6)  # train, valid, test configs in --dry-run
 DRY_EPOCHS = 1
@@ -167,7 +164,6 @@ RECIPES = ("naive", "multihead")
 
 @dataclass
 class Split:
-    folder: Path
     train: Path
     train_isolated: Path  # the training file plus the isolated atoms
     valid: Path
@@ -176,24 +172,16 @@ class Split:
     isolated_e0s: dict = None  # {Z: eV}
 
 
-def read(parts, isolated: bool = False):
-    import ase.io
-
-    frames = ase.io.read(shared("data", *parts), ":")
-    return [a for a in frames if (a.info.get("config_type") == "IsolatedAtom") == isolated]
-
-
 def write_split(case: Case, sizes, folder: Path) -> Split:
     """The case's one seeded split (the same whatever mace's seed), written to folder."""
     import ase.io
 
     n_train, n_valid, n_test = sizes
-    frames = read(case.source)
     if case.test_source:
-        train, valid = seeded_subsets(frames, (n_train, n_valid), SPLIT_SEED)
-        (test,) = seeded_subsets(read(case.test_source), (n_test,), SPLIT_SEED)
+        train, valid = seeded_subsets(frames(case.source), (n_train, n_valid), SPLIT_SEED)
+        (test,) = seeded_subsets(frames(case.test_source), (n_test,), SPLIT_SEED)
     else:
-        train, valid, test = seeded_subsets(frames, (n_train, n_valid, n_test), SPLIT_SEED)
+        train, valid, test = seeded_subsets(frames(case.source), (n_train, n_valid, n_test), SPLIT_SEED)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / f"{name}.xyz" for name in ("train", "train_isolated", "valid", "test", "isolated")}
     for name, configs in (("train", train), ("valid", valid), ("test", test)):
@@ -201,12 +189,12 @@ def write_split(case: Case, sizes, folder: Path) -> Split:
     isolated, isolated_e0s = None, None
     if case.isolated_source:
         present = {int(z) for a in train + valid for z in a.numbers}
-        atoms = [a for a in read(case.isolated_source, isolated=True) if int(a.numbers[0]) in present]
+        atoms = [a for a in frames(case.isolated_source, isolated=True) if int(a.numbers[0]) in present]
         isolated_e0s = {int(a.numbers[0]): float(a.info[case.energy_key]) for a in atoms}
         ase.io.write(paths["isolated"], atoms, format="extxyz")
         ase.io.write(paths["train_isolated"], train + atoms, format="extxyz")
         isolated = paths["isolated"]
-    return Split(folder, paths["train"], paths["train_isolated"], paths["valid"], isolated, test, isolated_e0s)
+    return Split(paths["train"], paths["train_isolated"], paths["valid"], isolated, test, isolated_e0s)
 
 
 # ---------------------------------------------------------------- one run
@@ -251,11 +239,10 @@ def foundation_for(case: Case, choice: Choice, folder: Path) -> Path:
 def mace_argv(recipe: str, case: Case, choice: Choice, split: Split, seed: int, epochs: int, work: Path,
               foundation: Path) -> list:
     train = split.train_isolated if choice.isolated_frames else split.train
-    argv = ["mace_run_train", "--name", RUN_NAME, "--work_dir", work, "--seed", seed, "--foundation_model", foundation,
-            "--train_file", train, "--valid_file", split.valid,
-            "--energy_key", case.energy_key, "--max_num_epochs", epochs, "--batch_size", case.batch_size,
-            "--valid_batch_size", case.valid_batch_size, "--lr", LEARNING_RATE, "--default_dtype", DTYPE,
-            "--device", "cpu", "--plot", "False", "--save_cpu", "--num_workers", "0"]
+    argv = ["mace_run_train", *finetune_args(work, foundation, train, split.valid, case.energy_key, epochs=epochs,
+                                             batch_size=case.batch_size, valid_batch_size=case.valid_batch_size,
+                                             dtype=DTYPE, seed=seed),
+            "--lr", LEARNING_RATE, "--save_cpu", "--num_workers", "0"]
     if case.forces_key:
         argv += ["--forces_key", case.forces_key]
     if recipe == "naive":
@@ -266,37 +253,18 @@ def mace_argv(recipe: str, case: Case, choice: Choice, split: Split, seed: int, 
 
 
 def parse_log(text: str) -> dict:
-    """mace's starting E0s, its "Initial" validation errors for the fine-tuning head, and the seconds
+    """mace's starting E0s, its "Initial" validation errors for the fine-tuning head, the seconds
     each epoch took (training + validation, between mace's validation lines: the fastest one is the
-    machine's quiet rate when other work shares the cores)."""
-    out = {"initial_e": float("nan"), "initial_f": float("nan"), "mace_e0s": None, "best_epoch": None}
-    stamps = [datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp() for stamp in
-              re.findall(rf"^(\S+ \S+) INFO: (?:Initial|Epoch \d+): head: {HEAD},", text, re.M)]
-    out["epoch_s"] = [round(b - a, 2) for a, b in zip(stamps, stamps[1:])]
+    machine's quiet rate when other work shares the cores), and a skipped refit's warning."""
+    stamps = epoch_stamps(text)
+    out = {"epoch_s": [round(b - a, 2) for a, b in zip(stamps, stamps[1:])], "mace_e0s": None}
+    out["initial_e"], out["initial_f"] = initial_errors(text)
     used = re.search(rf"Atomic Energies used \(z: eV\) for head {HEAD}: (\{{.*?\}})", text)
     if used:
         out["mace_e0s"] = {int(z): float(e) for z, e in ast.literal_eval(used.group(1)).items()}
-    initial = re.search(rf"Initial: head: {HEAD}, .*?RMSE_E_per_atom=\s*([-0-9.naif]+) meV, "
-                        rf"RMSE_F=\s*([-0-9.naif]+) meV", text)
-    if initial:
-        out["initial_e"], out["initial_f"] = float(initial.group(1)), float(initial.group(2))
     skipped = re.search(r"^\S+ \S+ (?:WARNING|ERROR): (.*refit.*(?:skipped|failed).*)$", text, re.M)
     out["refit_skipped"] = skipped.group(1) if skipped else None
-    best = re.findall(r"Loaded Stage one model from epoch (\d+)", text)
-    if best:
-        out["best_epoch"] = int(best[-1])
     return out
-
-
-def model_e0s(model, head: str = HEAD) -> dict:
-    """{Z: eV} of a model (or a path to one) for a head (old single-head models: their one row)."""
-    if not hasattr(model, "atomic_energies_fn"):
-        model = load_model(model)
-    energies = model.atomic_energies_fn.atomic_energies.detach().double().cpu().numpy()
-    if energies.ndim > 1:
-        heads = list(getattr(model, "heads", None) or [HEAD])
-        energies = energies[heads.index(head) if head in heads else 0]
-    return {int(z): float(e) for z, e in zip(model.atomic_numbers, energies)}
 
 
 def same_e0s(a: dict, b: dict) -> bool:
@@ -320,31 +288,15 @@ def e0_check(choice: Choice, used: dict, foundation: dict, isolated: dict, facts
 
 
 def linear_system_facts(work: Path) -> dict:
-    path = work / "results" / f"{RUN_NAME}_E0s_linear_system.json"
-    if not path.exists():
+    """What the report tells of the first estimate (rank, prior, RMSEs) and how many final refits it made."""
+    report = linear_system_report(work)
+    if not report:
         return {}
-    report = json.loads(path.read_text())
     head = report["heads"][HEAD]
-    finals = [r for r in report.get("refits", []) if r.get("kind") == "final" and r.get("head", HEAD) == HEAD]
-    facts = {"report": str(path), "rank": head["rank"], "n_elements": head["n_elements"],
-             "prior": head.get("prior", {}).get("kind"), "rmse_before": head["rmse_per_atom_before_meV"],
-             "rmse_after": head["rmse_per_atom_after_meV"],
-             "estimated_e0s": {int(z): e for z, e in (head.get("estimated_E0s") or head["E0s"]).items()}}
-    facts["final_refits"] = len(finals)
-    if finals:
-        facts.update(final_refit_max_change=finals[-1]["max_abs_change_eV"],
-                     final_refit_rmse=(finals[-1]["rmse_per_atom_before_meV"], finals[-1]["rmse_per_atom_after_meV"]))
-    return facts
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all processes of the machine have used since boot (Linux /proc/stat; nan elsewhere)."""
-    try:
-        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return float("nan")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return {"rank": head["rank"], "n_elements": head["n_elements"], "prior": head.get("prior", {}).get("kind"),
+            "rmse_before": head["rmse_per_atom_before_meV"], "rmse_after": head["rmse_per_atom_after_meV"],
+            "final_refits": sum(r.get("kind") == "final" and r.get("head", HEAD) == HEAD
+                                for r in report.get("refits", []))}
 
 
 def run_one(recipe, case_name, choice_name, seed, split: Split, epochs, run_root: Path,
@@ -355,13 +307,8 @@ def run_one(recipe, case_name, choice_name, seed, split: Split, epochs, run_root
     work.mkdir(parents=True)
     argv = mace_argv(recipe, case, choice, split, seed, epochs, work,
                      foundation_for(case, choice, run_root / "foundations"))
-    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy_before, started = busy_cpu_seconds(), time.perf_counter()
-    run_checked(argv, f"mace_run_train ({recipe}, {case_name}, {choice_name}, seed {seed})")
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
-    others = max(0.0, busy_cpu_seconds() - busy_before - cpu) / (wall * os.cpu_count())  # share of the cores
+    started = time.perf_counter()
+    wall, cpu, others = timed_run(argv, f"mace_run_train ({recipe}, {case_name}, {choice_name}, seed {seed})")
     log = parse_log((work / "logs" / f"{RUN_NAME}_run-{seed}.log").read_text())
     saved = work / f"{RUN_NAME}.model"
     test_e, test_f, _ = evaluate(saved, split.test_configs, case.energy_key, case.forces_key, "cpu",
@@ -371,7 +318,6 @@ def run_one(recipe, case_name, choice_name, seed, split: Split, epochs, run_root
     return {"recipe": recipe, "case": case_name, "choice": choice_name, "seed": seed,
             "test_e": test_e, "test_f": test_f, "initial_e": log["initial_e"], "initial_f": log["initial_f"],
             "wall_s": wall, "cpu_s": cpu, "others_share": others, "total_s": time.perf_counter() - started,
-            "best_epoch": log["best_epoch"],
             "epoch_s": log["epoch_s"], "refit_skipped": log["refit_skipped"],
             "mace_e0s": log["mace_e0s"], "saved_e0s": model_e0s(saved),
             "e0_check": e0_check(choice, log["mace_e0s"], foundation_e0s, split.isolated_e0s, facts),
@@ -529,11 +475,7 @@ def rank_note(rows: dict) -> str:
 
 
 def figure(results: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(results)
     fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 4.4), squeeze=False)
     colours = {name: f"C{i}" for i, name in enumerate(CHOICES)}
@@ -669,6 +611,7 @@ def report(args, parser, cache_path: Path) -> None:
         sys.exit(f"nothing in {cache_path} matches these settings; it holds: {', '.join(others) or 'nothing'}")
     label = "e0_strategies" if args.recipe == "naive" else "e0_strategies-multihead"
     picture = (run_dir(args) if args.dry_run or args.no_record else HERE) / f"{label}.png"
+    picture.parent.mkdir(parents=True, exist_ok=True)
     figure(results, picture, f"{args.recipe} fine-tunes, {args.epochs} epochs: saved model on the test set")
     sections = []
     for case_name, rows in results.items():
@@ -698,7 +641,8 @@ frames). Figure: `benchmarks/{label}.png`.
         print(body)
         print(f"(RESULTS.md not written; figure {picture})")
     else:
-        record(label, command_of(args, parser), body)
+        record(label, command_line("e0_strategies.py", parser, args,
+                                   skip=("workdir", "cache", "dry_run", "report_only", "no_record")), body)
 
 
 def cells_legend() -> str:
@@ -723,15 +667,6 @@ def load_note(entries: list) -> str:
             f"{100 * np.median(shares):.0f}%) of the {os.cpu_count()} cores during the runs; mean / fastest epoch "
             f"within a run {min(ratios):.2f}-{max(ratios):.2f}: wall times of runs that shared the cores are "
             "inflated, often far more than the share suggests (two torch processes on 2 cores thrash).")
-
-
-def command_of(args, parser) -> str:
-    parts = ["python benchmarks/e0_strategies.py"]
-    for key in ("recipe", "cases", "choices", "seeds", "epochs"):
-        value, default = getattr(args, key), parser.get_default(key)
-        if value != default:
-            parts.append(f"--{key} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value)))
-    return " ".join(parts)
 
 
 def run_dir(args) -> Path:

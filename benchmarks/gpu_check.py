@@ -23,15 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402  (also quiets mace's and torch's warnings)
+from _common import HEAD, finetune_args, linear_system_report, model_e0s, record  # (also quiets warnings)
 
-import mace  # noqa: F401,E402  (first: it lets e3nn's torch.load work with torch>=2.6)
-import ase.io  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import mace  # noqa: F401  (first: it lets e3nn's torch.load work with torch>=2.6)
+import ase.io
+import numpy as np
+import torch
 
 from mace_e0_plugin import testing as synthetic
+from mace_e0_plugin.doors import EXIT_FLAGGED, EXIT_OK
 
 SHIFTS = {1: -0.35, 6: 1.25, 8: -0.8}  # planted E0 changes, eV
 ETHANOL = {1: 6, 6: 2, 8: 1}  # every config C2H6O: the counts matrix has rank 1 of 3
@@ -80,11 +80,9 @@ def training_hook(checks: Checks, folder: Path, foundation: Path, device: str) -
     ase.io.write(train, planted_set(model, 48, seed=11))
     ase.io.write(valid, planted_set(model, 8, seed=12))
     work = folder / "run"
-    argv = ["mace_run_train", "--name", "ft", "--work_dir", str(work), "--seed", "1",
-            "--foundation_model", str(foundation), "--train_file", str(train), "--valid_file", str(valid),
-            "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--max_num_epochs", "2",
-            "--batch_size", "8", "--valid_batch_size", "16", "--device", device, "--default_dtype", "float64",
-            "--E0s", "linear_system", "--E0s_refit", "epoch+final", "--plot", "False"]
+    argv = ["mace_run_train", *finetune_args(work, foundation, train, valid, "REF_energy", epochs=2, batch_size=8,
+                                             valid_batch_size=16, device=device),
+            "--forces_key", "REF_forces", "--E0s", "linear_system", "--E0s_refit", "epoch+final"]
     started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
     seconds = time.perf_counter() - started
@@ -93,16 +91,15 @@ def training_hook(checks: Checks, folder: Path, foundation: Path, device: str) -
     if result.returncode != 0:
         print(result.stdout[-3000:], result.stderr[-3000:], sep="\n")
         return
-    report = json.loads((work / "results" / "ft_E0s_linear_system.json").read_text())
-    head = report["heads"]["Default"]
+    report = linear_system_report(work)
+    head = report["heads"][HEAD]
     error = np.abs(e0_row(head["estimated_E0s"]) - truth()).max()
     checks.add("first estimate recovers the planted shifts", f"max error {error:.1e} eV, {head['n_configs']} configs",
                error < RECOVERY_EV and head["n_configs"] == 48)
     kinds = [(r["kind"], r["epoch"]) for r in report["refits"]]
     checks.add("refits in the report", ", ".join(f"{k} {e}" for k, e in kinds),
                kinds == [("epoch", 0), ("epoch", 1), ("final", 1)])
-    saved = torch.load(work / "ft.model", map_location="cpu", weights_only=False)
-    rows = saved.atomic_energies_fn.atomic_energies.detach().double().cpu().numpy()[0]
+    rows = e0_row(model_e0s(work / "ft.model"))
     checks.add("ft.model holds the report's E0s", f"max |difference| {np.abs(rows - e0_row(head['E0s'])).max():.1e} eV",
                rows.tolist() == e0_row(head["E0s"]).tolist())
     log = (work / "logs" / "ft_run-1.log").read_text()
@@ -180,7 +177,7 @@ def api_and_diagnose(checks: Checks, folder: Path, foundation: Path, device: str
                str(foundation), str(data), "--energy-key", "REF_energy", "--forces-key",
                "REF_forces", "--prior", str(isolated), "--device", device, "--output", str(output), "--force"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    ok = result.returncode in (0, 3) and output.exists()
+    ok = result.returncode in (EXIT_OK, EXIT_FLAGGED) and output.exists()  # done, or something flagged
     worst = largest_numeric_difference(diagnoses["cpu"], json.loads(output.read_text())) if ok else float("nan")
     checks.add(f"mace-e0 diagnose --device {device}", f"exit {result.returncode}, largest |DIAG.json - cpu API| {worst:.1e}",
                ok and worst < 1e-6)

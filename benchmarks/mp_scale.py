@@ -22,7 +22,7 @@ import os
 import threading
 import time
 
-from _common import quiet, record, shared
+from _common import command_line, loader_of, quiet, record, shared
 
 import mace  # noqa: F401  (before e3nn)
 import ase.io
@@ -97,18 +97,8 @@ def timed(function, device: str):
 
 def training_batches(model, frames, batch_size: int, device: str):
     """mace's training batches of the frames (energies and forces), built the way mace_run_train does."""
-    from mace import data
-    from mace.tools import torch_geometric
-    from mace.tools.utils import AtomicNumberTable
-
-    keys = data.KeySpecification.from_defaults()
-    keys.update(info_keys={"energy": ENERGY_KEY}, arrays_keys={"forces": FORCES_KEY})
-    z_table = AtomicNumberTable([int(z) for z in model.atomic_numbers])
-    graphs = [data.AtomicData.from_config(data.config_from_atoms(atoms, key_specification=keys, head_name="Default"),
-                                          z_table=z_table, cutoff=float(model.r_max), heads=["Default"])
-              for atoms in frames]
-    loader = torch_geometric.dataloader.DataLoader(graphs, batch_size=batch_size, shuffle=False, drop_last=False)
-    return [batch.to(device) for batch in loader]
+    return [batch.to(device) for batch in loader_of(model, frames, batch_size, energy_key=ENERGY_KEY,
+                                                    forces_key=FORCES_KEY)]
 
 
 def train_one_epoch(model, batches, device: str):
@@ -208,10 +198,7 @@ def main():
                        f"{max(options.batch_sizes)}, torch profiler, self time): "
                        + top_operators(model, frames, max(options.batch_sizes), options.estimate_dtype, options.device) + ".")
 
-    command = "python benchmarks/mp_scale.py" + "".join(
-        f" --{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-        for name, value in vars(options).items()
-        if value != parser.get_default(name) and not isinstance(value, bool)) + (" --profile" if options.profile else "")
+    command = command_line("mp_scale.py", parser, options)
     spec = MP0_MEDIUM_ARCHITECTURE
     source = (f"the file's first {options.configs}" if options.configs <= N_FILE_FRAMES
               else f"the file's {N_FILE_FRAMES} repeated")

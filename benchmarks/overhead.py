@@ -15,13 +15,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import best_of_interleaved, quiet, record, shared
+from _common import best_of_interleaved, mace_e0, quiet, record, shared
 
 import mace  # noqa: F401  (before e3nn)
 import ase.io
 import torch
 
-from mace_e0_plugin.doors import main as mace_e0
 from mace_e0_plugin.glue import (HeadRequest, estimate_e0s, evaluation_mode, load_data, make_loader,
                                  model_atomic_numbers, read_e0s, read_model)
 from mace_e0_plugin.math import E0LinearSystem

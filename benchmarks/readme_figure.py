@@ -9,20 +9,13 @@ model's validation energy error after the last epoch with the first estimate kep
 parsed from the tables those benchmarks wrote, so the figure follows them when they are re-run.
 """
 
+import argparse
 import re
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
+from _common import HERE, pyplot, recorded
+
 FIGURE = HERE.parent / "docs" / "e0s_first_and_last_epoch.png"
 REFIT_RECIPES = ("plain", "ema", "stagetwo")
-
-
-def section(text: str, name: str) -> str:
-    match = re.search(rf"<!-- {name} -->(.*?)<!-- /{name} -->", text, re.S)
-    if match is None:
-        raise SystemExit(f"{RESULTS}: no section '{name}'; run python benchmarks/{name}.py first")
-    return match.group(1)
 
 
 def table_rows(text: str) -> list:
@@ -41,13 +34,13 @@ def number(cell: str) -> float:
 
 def first_epoch() -> list:
     """[(label, mace's E0s, linear_system)] before the first epoch, meV/atom."""
-    rows = table_rows(section(RESULTS.read_text(), "real_finetunes"))
+    rows = table_rows(recorded("real_finetunes"))
     return [(row[0], number(row[2]), number(row[3])) for row in rows[1:]]
 
 
 def last_epoch() -> dict:
     """{case title: [(recipe, none, final)]}, the saved model's validation energy RMSE, meV/atom."""
-    text = section(RESULTS.read_text(), "refit")
+    text = recorded("refit")
     cases = {}
     for part in re.split(r"^### ", text, flags=re.M)[1:]:
         title = part.splitlines()[0].split(": ", 1)[-1]
@@ -58,11 +51,10 @@ def last_epoch() -> dict:
 
 
 def main() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     import numpy as np
+
+    plt = pyplot()
 
     before, after = first_epoch(), last_epoch()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [2, 6]})

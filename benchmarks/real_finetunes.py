@@ -10,48 +10,38 @@ as "Initial"), and the plugin's RMSE before and after on the training set.
   mace uses as E0s whatever --E0s says. Rank 1 of 3.
 """
 
-import json
-import re
-import subprocess
-import sys
+import argparse
 import tempfile
 from pathlib import Path
 
-from _common import record, shared
+from _common import HEAD, finetune_args, initial_errors, linear_system_report, record, run_checked, shared
 
 CASES = [
     ("SPICE -> revPBE0-D3, CaCO3(H2O)98", "mace_spice_15el.model", ("caco3-water", "training_set_30_revPBE0_D3.xyz"),
-     ["--energy_key", "rPBE0D3_energy", "--forces_key", "rPBE0D3_forces"], "foundation"),
+     "rPBE0D3_energy", ["--forces_key", "rPBE0D3_forces"], "foundation"),
     ("GFN2-xTB -> DFT, ECEMC", "mace01_cho_xtb.model", ("ecemc-dft", "ECEMC.xyz"),
-     ["--energy_key", "REF_energy", "--forces_weight", "0"], "foundation (ignored: IsolatedAtom frames win)"),
+     "REF_energy", ["--forces_weight", "0"], "foundation (ignored: IsolatedAtom frames win)"),
 ]
 
 
-def finetune(work: Path, model: Path, data: Path, extra, e0s: str) -> str:
-    argv = ["mace_run_train", "--name", "ft", "--work_dir", str(work), "--seed", "1", "--foundation_model", str(model),
-            "--train_file", str(data), "--valid_fraction", "0.1", "--E0s", e0s, "--max_num_epochs", "1",
-            "--batch_size", "10", "--valid_batch_size", "10", "--device", "cpu", "--default_dtype", "float64",
-            "--plot", "False", *extra]
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
-def initial_rmse(log: str) -> float:
-    return float(re.search(r"Initial: head: Default, .*?RMSE_E_per_atom=\s*([0-9.]+) meV", log).group(1))
+def initial_rmse(work: Path, model: Path, data: Path, energy_key: str, extra, e0s: str) -> float:
+    """One epoch of mace_run_train (float64, CPU, seed 1); the validation energy RMSE before it."""
+    argv = ["mace_run_train", *finetune_args(work, model, data, 0.1, energy_key, epochs=1, batch_size=10,
+                                             valid_batch_size=10), "--E0s", e0s, *extra]
+    return initial_errors(run_checked(argv, "mace_run_train").stdout)[0]
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     rows = []
     folder = Path(tempfile.mkdtemp())
-    for i, (label, model_name, data_parts, extra, mace_choice) in enumerate(CASES):
+    for i, (label, model_name, data_parts, energy_key, extra, mace_choice) in enumerate(CASES):
         model, data = shared("models", model_name), shared("data", *data_parts)
-        plain = initial_rmse(finetune(folder / f"{i}-mace", model, data, extra, "foundation"))
-        log = finetune(folder / f"{i}-plugin", model, data, extra, "linear_system")
-        head = json.loads((folder / f"{i}-plugin" / "results" / "ft_E0s_linear_system.json").read_text())["heads"]["Default"]
+        plain = initial_rmse(folder / f"{i}-mace", model, data, energy_key, extra, "foundation")
+        ours = initial_rmse(folder / f"{i}-plugin", model, data, energy_key, extra, "linear_system")
+        head = linear_system_report(folder / f"{i}-plugin")["heads"][HEAD]
         rows.append(f"| {label} | {head['rank']} of {head['n_elements']} | {mace_choice}: {plain:,.1f} | "
-                    f"{initial_rmse(log):,.2f} | {head['rmse_per_atom_before_meV']:,.1f} -> "
+                    f"{ours:,.2f} | {head['rmse_per_atom_before_meV']:,.1f} -> "
                     f"{head['rmse_per_atom_after_meV']:.2f} |")
         print(rows[-1], flush=True)
     record("real_finetunes", "python benchmarks/real_finetunes.py", """

@@ -17,12 +17,7 @@ also refitted post hoc with `mace-e0 estimate` + `mace-e0 apply` on the training
 """
 
 import argparse
-import datetime
-import json
-import re
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import HERE, evaluate, fmt, record, run_checked, seeded_subsets, shared
+from _common import (HERE, RUN_NAME, command_line, epoch_stamps, evaluate, finetune_args, fmt, frames,
+                     linear_system_report, pyplot, record, run_checked, seeded_subsets, shared, timed_run)
 
 from mace_e0_plugin.glue import DEFAULT_MODE
 
@@ -78,72 +74,47 @@ def recipe_flags(recipe: str, epochs: int) -> list:
 RECIPES = ("plain", "ema", "stagetwo")
 
 
-def has_refit_option() -> bool:
-    return "--E0s_refit" in run_checked(["mace_run_train", "--help"], "mace_run_train --help").stdout
-
-
 def split(case: Case, n_train: int, n_valid: int, folder: Path, seed: int = 0):
     """A seeded train/validation split of the case's file (IsolatedAtom frames left out)."""
     import ase.io
 
-    frames = [a for a in ase.io.read(shared("data", *case.data), ":") if a.info.get("config_type") != "IsolatedAtom"]
-    if n_train + n_valid > len(frames):
-        sys.exit(f"{'/'.join(case.data)} has {len(frames)} configs, fewer than {n_train} + {n_valid}")
-    train, valid = seeded_subsets(frames, (n_train, n_valid), seed)
+    train, valid = seeded_subsets(frames(case.data), (n_train, n_valid), seed)
     folder.mkdir(parents=True, exist_ok=True)
     ase.io.write(folder / "train.xyz", train, format="extxyz")
     ase.io.write(folder / "valid.xyz", valid, format="extxyz")
     return folder / "train.xyz", folder / "valid.xyz", train, valid
 
 
-def finetune(work: Path, case: Case, train: Path, valid: Path, recipe: str, mode: str, args, refit_option: bool):
-    argv = ["mace_run_train", "--name", "ft", "--work_dir", work, "--seed", "1",
-            "--foundation_model", shared("models", case.model), "--multiheads_finetuning", "False",
-            "--train_file", train, "--valid_file", valid, "--energy_key", case.energy_key,
-            "--forces_key", case.forces_key, "--E0s", "linear_system", "--max_num_epochs", args.epochs,
-            "--batch_size", case.batch_size, "--valid_batch_size", case.valid_batch_size, "--device", args.device,
-            "--default_dtype", args.dtype, "--plot", "False", "--save_cpu", "--eval_interval", "1",
-            "--num_workers", "0", *recipe_flags(recipe, args.epochs)]
-    if refit_option:  # before the option exists, leaving it out is mode none
-        argv += ["--E0s_refit", mode]
-    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    run_checked(argv, f"mace_run_train ({recipe}, {mode})")
-    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    saved = work / "ft_stagetwo.model" if (work / "ft_stagetwo.model").exists() else work / "ft.model"
-    report = json.loads((work / "results" / "ft_E0s_linear_system.json").read_text())
-    return saved, wall, cpu, loop_seconds(work), report.get("refits", [])
-
-
-def loop_seconds(work: Path) -> float:
-    """Seconds from mace's "Initial" evaluation to its last "Epoch" line: the training loop alone
-    (epochs, validation, epoch refits), without start-up and the closing evaluation."""
-    stamps = {}
-    for line in (work / "logs" / "ft_run-1.log").read_text().splitlines():
-        match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: (Initial|Epoch \d+):", line)
-        if match:
-            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-            stamps.setdefault("first", stamp)
-            stamps["last"] = stamp
-    return stamps["last"] - stamps["first"] if stamps else float("nan")
+def finetune(work: Path, case: Case, train: Path, valid: Path, recipe: str, mode: str, args):
+    argv = ["mace_run_train", *finetune_args(work, shared("models", case.model), train, valid, case.energy_key,
+                                             epochs=args.epochs, batch_size=case.batch_size,
+                                             valid_batch_size=case.valid_batch_size, device=args.device,
+                                             dtype=args.dtype),
+            "--forces_key", case.forces_key, "--multiheads_finetuning", "False", "--E0s", "linear_system",
+            "--E0s_refit", mode, "--save_cpu", "--eval_interval", "1", "--num_workers", "0",
+            *recipe_flags(recipe, args.epochs)]
+    wall, cpu, _ = timed_run(argv, f"mace_run_train ({recipe}, {mode})")
+    saved = work / f"{RUN_NAME}_stagetwo.model"
+    saved = saved if saved.exists() else work / f"{RUN_NAME}.model"
+    stamps = epoch_stamps((work / "logs" / f"{RUN_NAME}_run-1.log").read_text())
+    # the training loop alone, from mace's "Initial" evaluation to its last "Epoch" line (epochs,
+    # validation, epoch refits), without start-up and the closing evaluation
+    loop = stamps[-1] - stamps[0] if stamps else float("nan")
+    return saved, wall, cpu, loop, linear_system_report(work).get("refits", [])
 
 
 def post_hoc(saved: Path, train: Path, case: Case, args) -> Path:
     folder = saved.parent
-    common = ["--device", args.device]
     run_checked(["mace-e0", "estimate", saved, train, "--energy-key", case.energy_key, "--batch-size",
-                 case.valid_batch_size, "--e0s-json", folder / "e0s.json", *common], "mace-e0 estimate")
+                 case.valid_batch_size, "--e0s-json", folder / "e0s.json", "--device", args.device],
+                "mace-e0 estimate")
     run_checked(["mace-e0", "apply", saved, folder / "e0s.json", "--output", folder / "refit.model", "--force"],
                 "mace-e0 apply")
     return folder / "refit.model"
 
 
 def figure(results: dict, recipes, modes, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     bars = list(modes) + (["none + post-hoc"] if "none" in modes else [])
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     width = 0.8 / len(bars)
@@ -271,12 +242,7 @@ def main():
     parser.add_argument("--noise", type=float, default=0.05, help="relative tolerance for 'never worse than none'")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (printed)")
     args = parser.parse_args()
-
-    refit_option = has_refit_option()
     modes = list(args.modes)
-    if not refit_option and modes != ["none"]:
-        print("mace_run_train has no --E0s_refit yet: running mode none only", flush=True)
-        modes = ["none"]
     folder = Path(tempfile.mkdtemp(prefix="refit-bench-"))
     started = time.perf_counter()
     results, settings = {}, []
@@ -291,8 +257,7 @@ def main():
             for recipe in args.recipes:
                 for mode in modes:
                     work = folder / name / f"{recipe}-{mode.replace('+', '-')}"
-                    saved, wall, cpu, loop, refits = finetune(work, case, train_file, valid_file, recipe, mode, args,
-                                                   refit_option)
+                    saved, wall, cpu, loop, refits = finetune(work, case, train_file, valid_file, recipe, mode, args)
                     e, f, _ = evaluate(saved, valid, case.energy_key, case.forces_key, args.device,
                                        case.valid_batch_size)
                     _, _, pass_s = evaluate(saved, train, case.energy_key, case.forces_key, args.device,
@@ -333,11 +298,7 @@ def main():
     figure(results, args.recipes, modes, HERE / f"{label}.png")
     summary = goals(results, args.recipes, modes, args.noise)
     tables = "\n\n".join(table(name, rows, args.recipes, modes) for name, rows in results.items())
-    command = "python benchmarks/refit.py" + "".join(
-        f" --{key.replace('_', '-')}" + ("" if value is True else
-                                         f" {' '.join(value) if isinstance(value, list) else value}")
-        for key, value in vars(args).items()
-        if value not in (None, False) and key != "keep" and value != parser.get_default(key))
+    command = command_line("refit.py", parser, args, skip=("keep",))
     record(label, command, f"""
 `mace_run_train --E0s=linear_system` fine-tunes, {args.epochs} epochs, {args.dtype}, device {args.device},
 seed 1, one fixed seeded split per case ({'; '.join(settings)}). Recipes: plain `--lr=0.01`; ema

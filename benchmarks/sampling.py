@@ -13,6 +13,7 @@ scale); a tolerance on the standard errors and a sampling seed go, since the sam
 the cost, and its fit reports its own standard errors.
 """
 
+import argparse
 import time
 
 from _common import quiet, record, shared
@@ -44,6 +45,7 @@ def largest_standard_error(result) -> str:
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     import ase.io
 
     from mace_e0_plugin.glue import read_model

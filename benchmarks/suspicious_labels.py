@@ -17,14 +17,12 @@ land. Big sets are subsampled (every k-th config) to keep the run to a few minut
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import shared  # noqa: E402  (also quiets mace's and torch's warnings)
+from _common import frames, shared  # (also quiets mace's and torch's warnings)
 
 ROBUST_SD_PER_MAD = 1.4826  # the standard deviation of a normal distribution is 1.4826 MAD
 PROPOSED_THRESHOLD = 15.0  # robust SDs, on max(|z_atom|, |z_config|): mid-gap (log scale) between hard
@@ -78,10 +76,8 @@ def residuals_after_fit(model_path: Path, configs, energy_key: str):
     return n_atoms, after, result
 
 
-def molecules(path: Path, limit=None):
-    import ase.io
-
-    configs = [a for a in ase.io.read(path, ":") if a.info.get("config_type") != "IsolatedAtom"]
+def molecules(parts, limit=None):
+    configs = frames(parts)
     if limit and len(configs) > limit:
         step = -(-len(configs) // limit)
         configs = configs[::step]
@@ -104,7 +100,7 @@ def main() -> None:
               f"{'max(both)':>9s} {'n>thr':>5s}  worst config (index, N, r_after eV)")
     print(header)
     for name, model, file, key, limit in CLEAN_SETS:
-        configs = molecules(shared("data", *file), QUICK_LIMIT if options.quick else limit)
+        configs = molecules(file, QUICK_LIMIT if options.quick else limit)
         n_atoms, after, _ = residuals_after_fit(shared("models", model), configs, key)
         z_atom, z_config = statistics(n_atoms, after)
         both = np.maximum(np.abs(z_atom), np.abs(z_config))
@@ -120,7 +116,7 @@ def main() -> None:
     rng = np.random.default_rng(15)
     weakest = []
     for name, model, file, key in PLANTED_SETS:
-        configs = molecules(shared("data", *file))
+        configs = molecules(file)
         configs = [configs[i] for i in sorted(rng.choice(len(configs), min(N_HELD_OUT, len(configs)), replace=False))]
         if options.quick:
             configs = configs[:QUICK_LIMIT]

@@ -5,8 +5,9 @@ Python process, so torch, numpy and mace are only imported by the layers that ne
 name below is first used.
 
 Layers, lowest first (each imports only those below it): ``math`` (pure), ``glue`` (MACE),
-``io`` (priors, the report, files, figures, tables), then the doors: ``doors`` (mace-e0, the
-Python API, check, diagnose) and ``training`` (mace_run_train). ``testing`` builds toy data.
+``io`` (priors, the report, files, figures, tables), ``services`` (the options, the estimate
+sequence), then the doors side by side: ``doors`` (mace-e0, the Python API, check, diagnose) and
+``training`` (mace_run_train, and ``E0Fit`` for a loop of one's own). ``testing`` builds toy data.
 """
 
 __version__ = "0.1.0"

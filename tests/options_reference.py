@@ -8,11 +8,11 @@ import inspect
 from typing import Dict, List
 
 from mace_e0_plugin.doors import EXIT_MEANINGS, build_parser, check_e0s, diagnose_e0s, reestimate_e0s
-from mace_e0_plugin.services import AUTOMATIC, OPTIONS, Option
+from mace_e0_plugin.services import AUTOMATIC, DEFAULT_WORKERS, OPTIONS, Option
 
 PYTHON_FUNCTIONS = (reestimate_e0s, diagnose_e0s, check_e0s)
 CELL_BAR = " \\| "  # a | inside a Markdown table cell
-AUTOMATIC_DEFAULTS = {"device": "cuda if available", "num_workers": "0 below 4 cores, else a quarter, at most 4"}
+AUTOMATIC_DEFAULTS = {"device": "cuda if available", "num_workers": DEFAULT_WORKERS}
 
 
 def cli_commands() -> Dict[str, List[str]]:

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import finetune_argv, mace_train, planted_configs, write_xyz
 
+pytestmark = pytest.mark.slow  # every test is a mace_run_train run (loading its data) that stops before the first step
+
 
 def fails_before_training(argv, work):
     """mace_run_train stops before its first step with one line (a SystemExit, as argparse's own)."""

@@ -1,5 +1,7 @@
 """mace-e0 estimate / show / apply, their bad inputs, and agreement with an independent NumPy fit."""
 
+import argparse
+import functools
 import json
 import re
 
@@ -11,7 +13,11 @@ import torch
 from conftest import (PYTHON, SHIFTS, add_noise, closed_form_e0s, mace_train, planted_configs, run_command, saved_e0s,
                       shared_path, write_xyz)
 from mace_e0_plugin import testing as synthetic
-from mace_e0_plugin.doors import main
+from mace_e0_plugin.doors import (EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FLAGGED, EXIT_MEANINGS, EXIT_OK, EXIT_OUTSIDE,
+                                  build_parser, main)
+from mace_e0_plugin.doors import _cli as cli_module
+from mace_e0_plugin.doors._cli import EXIT_TABLE
+from mace_e0_plugin.services import FLAG, OPTIONS, POSITIONAL, default_workers
 
 
 def cli(capsys, *argv):
@@ -43,6 +49,7 @@ def test_estimate_writes_the_training_report_schema_e0s_json_and_figure(foundati
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
 
 
+@pytest.mark.slow
 def test_mace_run_train_accepts_the_e0s_json(foundation, planted_train, tmp_path, capsys):
     e0s = tmp_path / "e0s.json"
     assert cli(capsys, "estimate", foundation.path, planted_train, "--energy-key", "REF_energy",
@@ -159,11 +166,81 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(foundation, planted_train, 
     assert existing.read_text() == "{}"
 
 
-@pytest.mark.slow
+def test_the_parser_is_built_from_the_declarations():
+    """A flag is a bare --flag because its declaration says FLAG, a positional because it says
+    POSITIONAL; the other options take a value."""
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    for subparser in commands.choices.values():
+        for action in subparser._actions:  # pylint: disable=protected-access
+            option = OPTIONS.get(action.dest)
+            if option is None:
+                continue
+            assert isinstance(action, argparse._StoreTrueAction) == (option.kind == FLAG), action.dest  # pylint: disable=protected-access
+            assert (not action.option_strings) == (option.kind == POSITIONAL), action.dest
+
+
+def test_each_commands_exit_statuses_come_from_the_one_table():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    for command, own, other in (("check", EXIT_OUTSIDE, EXIT_FLAGGED), ("diagnose", EXIT_FLAGGED, EXIT_OUTSIDE)):
+        description = commands.choices[command].description
+        for code in (EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, own):
+            general, by_command = EXIT_TABLE[code]
+            assert f"{code} {by_command.get(command) or general}" in description
+        assert f"; {other} " not in description
+    assert all(f"{code} {text}" in parser.epilog for code, text in EXIT_MEANINGS.items())
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 0), (3, 0), (4, 1), (8, 2), (15, 3), (16, 4), (64, 4)])
+def test_the_default_workers_rule(cores, workers):
+    assert default_workers(cores) == workers
+
+
+def test_without_num_workers_the_cli_takes_the_default_rule(monkeypatch):
+    monkeypatch.setattr(cli_module, "default_workers", lambda: 3)
+    args = cli_module._checked_args(build_parser().parse_args(["diagnose", "m.model", "d.xyz", "--energy-key", "E",  # pylint: disable=protected-access
+                                                               "--forces-key", "F", "--device", "cpu"]))
+    assert args.num_workers == 3 and args.force is False
+
+
+@pytest.mark.slow  # two fresh interpreters that import torch and mace (~9 s of CPU); the commands run in-process above
 def test_console_script_and_python_m(foundation, tmp_path):
     for command in (["mace-e0"], [PYTHON, "-m", "mace_e0_plugin"]):
         result = run_command(command + ["show", str(foundation.path)], cwd=tmp_path)
         assert result.returncode == 0 and "-2041.8" in result.stdout, result.stderr
+
+
+# Enough to hold each set's rank (3 of 3, 2 of 3) with noise in the fit; mace's calculator runs them one by one.
+INDEPENDENT_FIT_FRAMES = 40
+
+
+def multi_atom_frames(path):
+    return [a for a in ase.io.read(path, ":") if len(a) > 1][:INDEPENDENT_FIT_FRAMES]
+
+
+@functools.lru_cache(maxsize=None)
+def calculator_energies(model_path, data_path) -> tuple:
+    """mace's own ASE calculator, one config at a time, on multi_atom_frames(data_path): once per
+    file, as both weightings compare with the same predictions."""
+    from mace.calculators import MACECalculator
+
+    calculator = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype="float64")
+    return tuple(calculator.get_potential_energy(a) for a in multi_atom_frames(data_path))
+
+
+def multi_atom_frames(path):
+    return [a for a in ase.io.read(path, ":") if len(a) > 1][:150]
+
+
+@functools.lru_cache(maxsize=None)
+def calculator_energies(model_path, data_path) -> tuple:
+    """mace's own ASE calculator, one config at a time, on multi_atom_frames(data_path): once per
+    file, as both weightings compare with the same predictions."""
+    from mace.calculators import MACECalculator
+
+    calculator = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype="float64")
+    return tuple(calculator.get_potential_energy(a) for a in multi_atom_frames(data_path))
 
 
 @pytest.mark.shared
@@ -173,10 +250,8 @@ def test_console_script_and_python_m(foundation, tmp_path):
     (("ethanol-methanol-pbe", "train_eth_meth.xyz"), ("ethanol-methanol-pbe", "isolated_atoms.xyz")),  # rank 2 of 3
 ])
 def test_estimate_agrees_with_an_independent_numpy_svd_fit(tmp_path, capsys, weighting, dataset, prior):
-    from mace.calculators import MACECalculator
-
     model_path = shared_path("models", "mace01_cho_xtb.model")
-    frames = [a for a in ase.io.read(shared_path("data", *dataset), ":") if len(a) > 1][:150]
+    frames = multi_atom_frames(shared_path("data", *dataset))
     data = write_xyz(tmp_path / "data.xyz", frames)
     prior_arg = prior if prior == "foundation" else shared_path("data", *prior)
     report = tmp_path / "report.json"
@@ -185,8 +260,7 @@ def test_estimate_agrees_with_an_independent_numpy_svd_fit(tmp_path, capsys, wei
     head = json.loads(report.read_text())["heads"]["Default"]
 
     # Independently: mace's own ASE calculator, one config at a time, and NumPy's SVD.
-    calculator = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype="float64")
-    predicted = np.array([calculator.get_potential_energy(a) for a in frames])
+    predicted = np.array(calculator_energies(model_path, shared_path("data", *dataset)))
     reference = np.array([a.info["REF_energy"] for a in frames])
     elements = [1, 6, 8]
     counts = np.array([[np.sum(a.numbers == z) for z in elements] for a in frames], dtype=float)
@@ -221,6 +295,7 @@ def test_a_float32_model_runs_in_float32_and_keeps_float64_accuracy(foundation, 
 
 
 @pytest.mark.shared
+@pytest.mark.slow  # two fresh interpreters that import torch and mace (~9 s of CPU): the notices show at import only
 def test_mace_e0_prints_no_third_party_noise_unless_verbose(tmp_path):
     model = shared_path("models", "mace01_cho_xtb.model")
     quiet = run_command(["mace-e0", "show", str(model)], cwd=tmp_path)

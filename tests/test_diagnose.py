@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import write_xyz
-from mace_e0_plugin import diagnose_e0s
+from mace_e0_plugin import E0InputError, diagnose_e0s
 from mace_e0_plugin import testing as synthetic
 from mace_e0_plugin.doors import EXIT_FLAGGED, main
 from mace_e0_plugin.math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, ForceSlopeStatistics,
@@ -153,6 +153,18 @@ def test_bad_input_and_existing_outputs_get_one_line_and_exit_2(case, capsys):
     code, _, err = cli(capsys, *command, "--forces-key", "DFT_forces")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "no config has forces under --forces-key DFT_forces" in err and "REF_forces" in err
+
+
+@pytest.mark.parametrize("argument, value, says", [
+    ("dtype", "float16", "dtype='float16': use float32 or float64."),
+    ("batch_size", 0, "batch_size=0: must be a positive integer."),
+    ("num_workers", -1, "num_workers=-1: must be an integer, 0 or more."),
+])
+def test_the_python_function_checks_its_options_like_the_other_doors(argument, value, says):
+    """Before anything is read: the model and data are never looked at."""
+    with pytest.raises(E0InputError) as error:
+        diagnose_e0s("no-such.model", ["no-such.xyz"], "REF_energy", **{argument: value})
+    assert str(error.value) == says
 
 
 def test_the_planted_labels_are_what_maces_own_calculator_gives(foundation):

@@ -83,6 +83,7 @@ def shared_setup(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # spawned ranks, each importing torch and mace
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_sharded_collection_equals_one_process(shared_setup, world_size):
     folder = shared_setup
@@ -133,6 +134,7 @@ def run_training_entry(model, replay, tuned, folder, rank, distributed):
                folder / f"hook-rank{rank}.pt")
 
 
+@pytest.mark.slow  # spawned ranks, each importing torch and mace
 def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(shared_setup):
     folder = shared_setup
     (folder / "rendezvous-hook").unlink(missing_ok=True)
@@ -154,6 +156,7 @@ def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(share
     assert not (folder / "results-1").exists()
 
 
+@pytest.mark.slow  # spawned ranks, each importing torch and mace
 def test_torchrun_shards_the_mace_e0_command(shared_setup, tmp_path):
     import shutil
 
@@ -196,6 +199,7 @@ def _decision_worker(rank, world_size, folder):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # spawned ranks, each importing torch and mace
 def test_decisions_every_rank_must_share_are_rank_zeros(tmp_path):
     mp.spawn(_decision_worker, args=(2, tmp_path), nprocs=2, join=True)
     zero, one = (torch.load(tmp_path / f"decide-{rank}.pt", weights_only=False) for rank in (0, 1))

@@ -15,8 +15,6 @@ from mace_e0_plugin import reestimate_e0s
 from mace_e0_plugin.doors import build_parser, diagnose_e0s
 from options_reference import exit_statuses_table, options_table
 
-pytestmark = pytest.mark.slow
-
 FENCE = re.compile(r"(<!-- output: [\w-]+ -->\n)?```(\w*)\n(.*?)^```", re.S | re.M)
 COMMAND_LANGUAGES = ("bash", "python")  # what a reader types; the rest is what the code prints
 SIGNATURES = {"reestimate_e0s": reestimate_e0s, "diagnose_e0s": diagnose_e0s}
@@ -27,6 +25,7 @@ def produced():
     return produce(full=False)
 
 
+@pytest.mark.slow  # the producers fine-tune the toy model (docs/training.md's quoted logs)
 @pytest.mark.parametrize("key", sorted(blocks()))
 def test_each_quoted_output_is_what_the_code_prints(key, produced):
     page, quoted = blocks()[key]

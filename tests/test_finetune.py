@@ -12,6 +12,8 @@ from conftest import (SHIFTS, add_noise, closed_form_e0s, expected_e0s, finetune
                       saved_e0s, write_xyz)
 from mace_e0_plugin import testing as synthetic
 
+pytestmark = pytest.mark.slow  # every test is a mace_run_train fine-tune
+
 
 def test_naive_finetune_writes_planted_shifts_into_every_saved_model(foundation, planted_train, tmp_path):
     work = tmp_path / "run"

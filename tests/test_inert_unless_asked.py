@@ -3,10 +3,12 @@
 changed mace ``args`` could make it), the saved model is byte-for-byte the same."""
 
 import zipfile
+from importlib import metadata
 
 import pytest
 
 from conftest import PYTHON, finetune_argv, run_command
+from mace_e0_plugin.training import TESTED_MACE
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +19,7 @@ RANDOM_RECORD = ".data/serialization_id"
 # mace_run_train's main(), after the plugin's reading of the E0s values has been broken.
 UNREADABLE_OPTIONS = """
 import sys
-import mace_e0_plugin.training._plan as plan
+import mace_e0_plugin.training._mace_args as plan
 
 def unreadable(args):
     raise AttributeError("'Namespace' object has no attribute 'heads'")
@@ -60,7 +62,8 @@ def test_a_run_that_asked_but_whose_options_cannot_be_read_stops_before_loading_
                          cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("mace-e0-plugin: error: --E0s=linear_system is not available: mace-e0-plugin supports "
-                           "mace-torch==0.3.16, and this environment's mace-torch 0.3.16 differs from it (")
+    assert last.startswith("mace-e0-plugin: error: --E0s=linear_system is not available: mace-e0-plugin relies on "
+                           f"functions of mace-torch {TESTED_MACE[0]} to {TESTED_MACE[-1]} (tested), and this "
+                           f"environment's mace-torch {metadata.version('mace-torch')} differs (")
     assert "its run options could not be read (AttributeError: 'Namespace' object has no attribute 'heads')" in last
     assert "Total number of configurations" not in result.stdout + result.stderr  # before any data were loaded

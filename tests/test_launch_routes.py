@@ -15,8 +15,6 @@ from mace_e0_plugin.services import OPTIONS
 from mace_e0_plugin.glue import read_provenance
 from mace_e0_plugin.training._mace_args import OUR_OPTIONS
 
-pytestmark = pytest.mark.slow
-
 RUN_TRAIN_SCRIPT = Path(mace.__file__).parent / "cli" / "run_train.py"
 
 
@@ -34,6 +32,7 @@ def assert_the_plugin_ran(work: Path, foundation, head: str = "Default", n_confi
     return entry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", [
     ["mace_run_train"],
     [PYTHON, "-m", "mace.cli.run_train"],
@@ -47,6 +46,7 @@ def test_each_command_line_route(foundation, planted_train, tmp_path, launcher):
     assert_the_plugin_ran(work, foundation)
 
 
+@pytest.mark.slow
 def test_main_from_python(foundation, planted_train, tmp_path, monkeypatch):
     from mace.cli.run_train import main
 
@@ -56,6 +56,7 @@ def test_main_from_python(foundation, planted_train, tmp_path, monkeypatch):
     assert_the_plugin_ran(tmp_path / "run", foundation)
 
 
+@pytest.mark.slow
 def test_run_from_python(foundation, planted_train, tmp_path):
     mace_train(finetune_argv(foundation, planted_train, tmp_path / "run"))  # tools' parser, then run(args)
     assert_the_plugin_ran(tmp_path / "run", foundation)
@@ -109,11 +110,13 @@ def yaml_run(foundation, tmp_path_factory):
     return folder, train
 
 
+@pytest.mark.slow
 def test_config_yaml_with_every_option_and_a_heads_block(foundation, yaml_run):
     folder, _ = yaml_run
     check_yaml_run(folder / "run", foundation)
 
 
+@pytest.mark.slow
 def test_janus_core_train_carries_the_same_yaml(foundation, yaml_run, tmp_path):
     pytest.importorskip("janus_core", reason="janus-core is not installed (it needs Python >= 3.11; "
                                              "pip install '.[test]' installs it there)")

@@ -111,20 +111,33 @@ def test_unlabelled_and_non_finite_configs_are_counted_not_fitted():
     assert torch.isfinite(system.fit_moments).all()
 
 
-def test_state_dict_round_trip_and_merging_equal_one_pass():
+def test_the_shards_summed_flat_equal_one_pass_and_the_flat_round_trips():
     counts, residuals, weights = random_problem(3)
     whole = fill(E0LinearSystem(Z), counts, residuals, weights)
     first = fill(E0LinearSystem(Z), counts[:25], residuals[:25], weights[:25])
     second = fill(E0LinearSystem(Z), counts[25:], residuals[25:], weights[25:])
-    first += second
+    first.load_flat(first.flat() + second.flat())  # what the all-reduce of the ranks' shards does
     assert torch.allclose(first.flat(), whole.flat(), rtol=1e-12, atol=0)
 
     restored = E0LinearSystem(Z)
-    restored.load_state_dict(whole.state_dict())
+    restored.load_flat(whole.flat())
     assert torch.equal(restored.flat(), whole.flat())
     assert restored.solve([0.0] * 3, [0.0] * 3) == whole.solve([0.0] * 3, [0.0] * 3)
-    with pytest.raises(ValueError, match="weighted"):
-        E0LinearSystem(Z, "total").load_state_dict(whole.state_dict())
+
+
+@pytest.mark.parametrize("weighting", ["per_atom", "total"])
+def test_removing_configs_equals_never_adding_them(weighting):
+    counts, residuals, weights = random_problem(4)
+    residuals[[5, 40]] += (15.0, -25.0)  # broken labels
+    weights[7] = 0.0  # unlabelled: neither used nor counted as used, before or after
+    gone = np.zeros(len(counts), dtype=bool)
+    gone[[5, 7, 40]] = True
+    system = fill(E0LinearSystem(Z, weighting), counts, residuals, weights)
+    system.remove(torch.tensor(counts[gone]), torch.tensor(residuals[gone]), torch.tensor(weights[gone]))
+    never = fill(E0LinearSystem(Z, weighting), counts[~gone], residuals[~gone], weights[~gone])
+    assert torch.allclose(system.flat(), never.flat(), rtol=1e-10, atol=1e-9)
+    assert (system.n_configs, system.n_skipped) == (never.n_configs, never.n_skipped) == (57, 0)
+    assert system.solve([0.0] * 3, [0.0] * 3).e0s == pytest.approx(never.solve([0.0] * 3, [0.0] * 3).e0s, abs=1e-9)
 
 
 def test_solve_needs_data():

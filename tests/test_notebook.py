@@ -35,7 +35,7 @@ def text_of(outputs) -> str:
 
 
 @pytest.mark.shared
-@pytest.mark.slow
+@pytest.mark.slow  # a Jupyter kernel, a fresh interpreter that imports torch and mace, on ../shared's 15-element model
 def test_notebook_runs_and_shows_the_analysis(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -11,8 +11,6 @@ import torch
 from conftest import PROJECT, finetune_argv, mace_train, planted_configs, report, saved_e0s, write_xyz
 from mace_e0_plugin.glue import default_dtype
 
-pytestmark = pytest.mark.slow
-
 EXAMPLE = PROJECT / "examples" / "own_training_loop.py"
 SAME_SUMS = 1e-9  # eV: the same float64 sums, in another batch order
 
@@ -43,6 +41,7 @@ def test_the_example_has_no_argparse():
     assert "argparse" not in EXAMPLE.read_text()
 
 
+@pytest.mark.slow
 def test_the_first_estimate_and_the_final_refit_are_mace_run_trains(foundation, mace_run, tmp_path):
     folder, train = mace_run
     entry = report(folder)["heads"]["Default"]
@@ -71,6 +70,7 @@ def test_the_first_estimate_and_the_final_refit_are_mace_run_trains(foundation, 
         {str(z): e for z, e in zip(sorted(foundation.e0s), saved.tolist())}, abs=SAME_SUMS)
 
 
+@pytest.mark.slow
 def test_the_example_runs_end_to_end(foundation, planted_train, tmp_path):
     own_loop = example()
     with default_dtype(torch.float64):

@@ -15,8 +15,6 @@ import torch
 
 from conftest import PROJECT, PYTHON, expected_e0s, finetune_argv, report, run_command, saved_e0s
 
-pytestmark = pytest.mark.slow
-
 PATCHES = PROJECT / "patches"
 KEEP_E0S = PATCHES / "0001-keep-requested-E0s-when-loading-foundation.patch"
 PLUGIN_HOOK = PATCHES / "0002-plugin-entry-points.patch"
@@ -141,6 +139,7 @@ def test_the_patches_apply_together_in_either_order(tmp_path, order):
 
 
 # -- 0001: the requested E0s survive load_foundations_elements -----------------------------------------
+@pytest.mark.slow
 def test_0001_keeps_the_requested_E0s_that_unpatched_mace_replaces_by_the_foundations(
         foundation, planted_train, keep_e0s_mace, tmp_path):
     e0s_file = tmp_path / "E0s.json"  # the foundation's elements, other values
@@ -173,6 +172,7 @@ def test_0001_keeps_the_requested_E0s_that_unpatched_mace_replaces_by_the_founda
 
 
 # -- 0002: the mace.plugins entry points ---------------------------------------------------------------
+@pytest.mark.slow
 def test_0002_runs_linear_system_through_the_entry_point_without_the_start_up_wrappers(
         foundation, planted_train, plugin_mace, tmp_path):
     work = tmp_path / "run"
@@ -201,6 +201,7 @@ print("RESULT " + json.dumps({"has_hook": adapters.mace_has_plugin_hook(), "wrap
     assert saved_e0s(work / "ft.model")[0].tolist() == [final[str(z)] for z in sorted(foundation.e0s)]
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch and mace
 def test_0002_help_lists_the_plugins_options(plugin_mace, tmp_path):
     code = """
 import os, sys
@@ -219,6 +220,7 @@ mace.cli.run_train.main()
     assert "linear_system" in result.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch and mace
 def test_0002_a_plugin_that_fails_to_import_is_a_warning_not_a_crash(plugin_mace, tmp_path):
     (tmp_path / "broken_mace_plugin.py").write_text("raise RuntimeError('this plugin is broken on purpose')\n")
     code = """

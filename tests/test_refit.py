@@ -11,9 +11,10 @@ from torch.utils.data import ConcatDataset
 
 from conftest import SHIFTS, add_noise, finetune_argv, mace_train, planted_configs, report, saved_e0s, write_xyz
 from mace_e0_plugin import testing as synthetic
-from mace_e0_plugin.glue import (EPOCH, FINAL, HeadRequest, Refitter, element_counts, estimate_e0s,
+from mace_e0_plugin.glue import (EPOCH, FINAL, HeadRequest, element_counts, estimate_e0s,
                                  read_e0s)
 from mace_e0_plugin.io import save_torch
+from mace_e0_plugin.training._refitter import Refitter
 from test_distributed import graphs
 
 N_TUNED, N_REPLAY = 23, 9
@@ -203,6 +204,7 @@ def _refit_worker(rank, world_size, folder):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned ranks: fresh interpreters that import torch and mace (~11 s of CPU)
 def test_two_gloo_processes_refit_as_one(two_heads):
     folder = two_heads
     _refit_worker(0, 1, folder)
@@ -237,6 +239,7 @@ def own_optimum(path, train_file, index=0, head="Default"):
         torch.set_default_dtype(previous)
 
 
+@pytest.mark.slow
 def test_every_saved_model_carries_the_refit_of_its_own_weights_with_ema_and_stage_two(foundation, tmp_path):
     train = write_xyz(tmp_path / "train.xyz", planted_configs(foundation, 24, seed=31))
     valid = write_xyz(tmp_path / "valid.xyz", planted_configs(foundation, 6, seed=32))
@@ -267,6 +270,7 @@ def test_every_saved_model_carries_the_refit_of_its_own_weights_with_ema_and_sta
     assert head["estimated_E0s"]["1"] == pytest.approx(foundation.e0s[1] + SHIFTS[1], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_none_keeps_the_first_estimate_bit_for_bit_and_watches_nothing(foundation, planted_train, tmp_path):
     import importlib
 
@@ -291,6 +295,7 @@ def test_none_keeps_the_first_estimate_bit_for_bit_and_watches_nothing(foundatio
     assert saved_e0s(tmp_path / "run" / "ft.model")[0].tolist() == estimate
 
 
+@pytest.mark.slow
 def test_lbfgs_refits_each_epoch_from_one_pass(foundation, tmp_path):
     train = write_xyz(tmp_path / "train.xyz", planted_configs(foundation, 10, seed=33))
     valid = write_xyz(tmp_path / "valid.xyz", planted_configs(foundation, 3, seed=34))
@@ -302,6 +307,7 @@ def test_lbfgs_refits_each_epoch_from_one_pass(foundation, tmp_path):
     assert saved_e0s(tmp_path / "run" / "ft.model")[0].tolist() == [refit["E0s"][z] for z in ("1", "6", "8")]
 
 
+@pytest.mark.slow
 def test_multihead_refits_the_fine_tuning_head_and_never_pt_head(foundation, tmp_path):
     train = write_xyz(tmp_path / "train.xyz", planted_configs(foundation, 12, seed=35))
     replay = synthetic.label(synthetic.random_configs(60, seed=36), synthetic.LEVEL_A)
@@ -319,6 +325,7 @@ def test_multihead_refits_the_fine_tuning_head_and_never_pt_head(foundation, tmp
     assert rows[1].tolist() == [final["E0s"][z] for z in ("1", "6", "8")]
 
 
+@pytest.mark.slow
 def test_restart_keeps_the_checkpoints_e0s_and_refits_go_on(foundation, tmp_path):
     train = write_xyz(tmp_path / "train.xyz", planted_configs(foundation, 20, seed=37))
     valid = write_xyz(tmp_path / "valid.xyz", planted_configs(foundation, 4, seed=38))
@@ -352,7 +359,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_error_and_is_left_as_it
     from mace.tools import CheckpointHandler
 
     from mace_e0_plugin.errors import E0ModelError
-    from mace_e0_plugin.glue import RefitFailed
+    from mace_e0_plugin.training._refitter import RefitFailed
 
     model, _, tuned = load_two_heads(two_heads)
     refitter = Refitter([default_request(model, tuned)], {"Default": frozenset({FINAL})}, model, [model], "cpu",

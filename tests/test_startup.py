@@ -4,6 +4,8 @@ benchmarks/startup.py.)"""
 
 import os
 
+import pytest
+
 from conftest import PYTHON, run_command
 
 PROBE = "import sys; print(sorted(m for m in ('torch', 'mace', 'numpy') if m in sys.modules))"
@@ -19,6 +21,7 @@ def test_a_bare_interpreter_imports_neither_torch_nor_mace(tmp_path):
     assert python(PROBE, tmp_path).stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch and mace (~4 s of CPU)
 def test_importing_run_train_installs_the_hook_once(tmp_path):
     code = (
         "import sys, mace.cli.run_train as rt, mace.tools as t\n"
@@ -60,6 +63,7 @@ def test_the_watcher_is_installed_once_even_if_the_bootstrap_runs_twice(tmp_path
     assert python(code, tmp_path).stdout.strip() == "1"
 
 
+@pytest.mark.slow  # three fresh interpreters that import torch and mace (~13 s of CPU)
 def test_environment_variable_turns_it_off(tmp_path):
     code = ("import sys, mace.tools as t, mace.cli.run_train\n"
             "print(any(getattr(f, 'is_mace_e0_plugin_watcher', False) for f in sys.meta_path),\n"
@@ -68,6 +72,7 @@ def test_environment_variable_turns_it_off(tmp_path):
         assert python(code, tmp_path, env={"MACE_E0_PLUGIN": value}).stdout.split()[-2:] == ["False", "False"]
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch and mace (~4 s of CPU)
 def test_a_mace_without_the_function_that_lets_us_refuse_gets_a_warning_not_a_crash(tmp_path):
     code = ("import warnings; warnings.simplefilter('always')\n"
             "import mace.tools as t\n"

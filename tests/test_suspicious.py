@@ -31,6 +31,7 @@ def test_the_robust_z_ignores_the_outliers_it_finds():
     assert float(robust_z(broken / n_atoms, 1e-4).abs().sort().values[-3]) < SUSPICIOUS_ROBUST_Z
 
 
+@pytest.mark.slow
 def test_exact_data_have_no_suspicious_config_and_a_planted_fault_is_named_in_the_training_log(
         foundation, tmp_path, caplog):
     configs = planted_configs(foundation, 40, seed=61)  # exact: residuals are float rounding only

@@ -36,10 +36,10 @@ def reestimate_e0s(model, configs, energy_key: Optional[str] = None, *, prior=No
         ``suspicious_configs`` lists configs whose labels look broken.
     """
     options = checked(weighting=weighting, batch_size=batch_size, max_configs=max_configs, dtype=dtype,
-                      exclude_suspicious=exclude_suspicious)
+                      exclude_suspicious=exclude_suspicious, progress=progress)
     # No DataLoader workers: forked workers are fragile in notebooks, and the configs are in memory.
     steps = estimate_sequence(EstimateRequest(model, _as_list(configs), energy_key, prior=prior, head=head,
-                                              device=device, num_workers=0, progress=progress, **options))
+                                              device=device, num_workers=0, **options))
     return E0Result(steps.head, steps.estimate, model)
 
 

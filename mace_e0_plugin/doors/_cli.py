@@ -20,39 +20,59 @@ import torch
 from ase.data import chemical_symbols
 
 from .._noise import hidden_warnings
-from ..errors import E0Error, E0InputError, E0ModelError, E0WriteError
+from ..errors import E0Error, E0InputError, E0ModelError, E0WriteError, as_option
 from ..glue import (SAMPLE_SIZE, default_device, model_atomic_numbers, model_heads, read_e0s, read_model,
                     read_provenance, set_provenance, write_e0s)
 from ..io import (Outputs, estimate_report, format_check, format_diagnosis, format_estimate, format_provenance,
                   plot_diagnosis, read_e0s_or_report, write_outputs)
 from ._check import check_e0s
 from ._diagnose import diagnose as run_diagnosis
-from ..services import OPTIONS, checked, cli_spelling
+from ..services import FLAG, OPTIONS, POSITIONAL, checked, cli_spelling, default_workers
 from ..services import EstimateRequest, estimate_sequence, resolve_model
 
 PROG = "mace-e0"
 DESCRIPTION = "Estimate, inspect and apply the E0s of a MACE model without starting a training run."
-# Exit statuses, one per outcome (docs/mace-e0.md lists them; so does --help).
+# Exit statuses, one per outcome, and the one table of what each means: in general, and for the
+# commands whose outcome it reports. --help, each command's description and docs/options.md are
+# built from it.
 EXIT_OK = 0
-EXIT_CRASH = 1  # an unexpected error (--traceback shows it)
-EXIT_BAD_INPUT = 2  # E0InputError: a file, an option or the data
-EXIT_WRITE_FAILED = 3  # E0WriteError: an output could not be written (nothing was)
-EXIT_MODEL_DOES_NOT_FIT = 4  # E0ModelError: not a MACE model with E0s, or its energy does not split
-EXIT_OUTSIDE = 5  # check: some configs lie outside the element combinations the E0s were fitted on
-EXIT_FLAGGED = 6  # diagnose: an element's E0 or force scale, or a label, is flagged
+EXIT_CRASH = 1
+EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 3
+EXIT_MODEL_DOES_NOT_FIT = 4
+EXIT_OUTSIDE = 5
+EXIT_FLAGGED = 6
 EXIT_CODES = {E0InputError: EXIT_BAD_INPUT, E0WriteError: EXIT_WRITE_FAILED, E0ModelError: EXIT_MODEL_DOES_NOT_FIT}
-EXIT_MEANINGS = {
-    EXIT_OK: "done; for check, every config lies inside; for diagnose, nothing is flagged",
-    EXIT_CRASH: "an unexpected error (--traceback shows it)",
-    EXIT_BAD_INPUT: "bad input (E0InputError): a file, an option or the data",
-    EXIT_WRITE_FAILED: "an output could not be written (E0WriteError): nothing was, and any old file is unchanged",
-    EXIT_MODEL_DOES_NOT_FIT: "the model or a checkpoint does not fit (E0ModelError): not a MACE model with E0s, "
-                             "or its energy is not its E0 sum plus an interaction energy",
-    EXIT_OUTSIDE: "check: some configs lie outside the element combinations the E0s were fitted on",
-    EXIT_FLAGGED: "diagnose: an element's E0 or force scale, or a label, is flagged",
+# code: (what it means for every command, or "" where it is only some commands'; {command: what it means there})
+EXIT_TABLE = {
+    EXIT_OK: ("done", {"check": "every config lies inside", "diagnose": "nothing is flagged"}),
+    EXIT_CRASH: ("an unexpected error (--traceback shows it)", {}),
+    EXIT_BAD_INPUT: ("bad input (E0InputError): a file, an option or the data", {}),
+    EXIT_WRITE_FAILED: ("an output could not be written (E0WriteError): nothing was, and any old file is unchanged",
+                        {}),
+    EXIT_MODEL_DOES_NOT_FIT: ("the model or a checkpoint does not fit (E0ModelError): not a MACE model with E0s, or "
+                              "its energy is not its E0 sum plus an interaction energy", {}),
+    EXIT_OUTSIDE: ("", {"check": "some configs lie outside the element combinations the E0s were fitted on"}),
+    EXIT_FLAGGED: ("", {"diagnose": "an element's E0 or force scale, or a label, is flagged"}),
 }
+
+
+def _meaning(general: str, by_command) -> str:
+    """One line for every command: 'done; for check, ...' or 'check: ...'."""
+    if general:
+        return "; ".join([general] + [f"for {command}, {text}" for command, text in by_command.items()])
+    return "; ".join(f"{command}: {text}" for command, text in by_command.items())
+
+
+EXIT_MEANINGS = {code: _meaning(*entry) for code, entry in EXIT_TABLE.items()}
 EXIT_STATUSES = "exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_MEANINGS.items()) + "."
 
+
+def command_exit_statuses(command: str) -> str:
+    """The exit statuses ``command`` ends with, each in what it means there."""
+    statuses = [f"{code} {by_command.get(command) or general}" for code, (general, by_command) in EXIT_TABLE.items()
+                if general or command in by_command]
+    return "Exit status: " + "; ".join(statuses) + "."
 
 
 # -- estimate -------------------------------------------------------------------------------------
@@ -78,12 +98,6 @@ def estimate(args) -> int:
     if f"figure {steps.head}" in written:
         print(f"figure: {written[f'figure {steps.head}']}")
     return EXIT_OK
-
-
-def default_workers() -> int:
-    """Build graphs in workers, overlapped with inference, only where cores are left for both."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores < 4 else min(4, cores // 4)
 
 
 def _start_distributed(device: str):
@@ -129,8 +143,8 @@ def apply(args) -> int:
     numbers = model_atomic_numbers(model)
     unknown = sorted(set(new) - set(numbers))
     if unknown:
-        raise E0InputError(f"{{e0s}}: the model has no {_symbols(unknown)}; it has {_symbols(numbers)}.",
-                           e0s=args.e0s)
+        raise E0InputError("{e0s}: the model has no {unknown}; it has {numbers}.", e0s=as_option(args.e0s),
+                           unknown=_symbols(unknown), numbers=_symbols(numbers))
     row = [new.get(z, old) for z, old in zip(numbers, read_e0s(model, index))]
     write_e0s(model, index, row)
     # A plain {Z: eV} file says nothing of where its E0s come from: the old provenance no longer holds.
@@ -180,9 +194,9 @@ def _add(command, name: str, help: Optional[str] = None, **settings) -> None:  #
     text = help or option.help
     if option.choices:
         text += f" ({' | '.join(option.choices)})"
-    if option.cli and not option.cli.startswith("--"):
+    if option.kind == POSITIONAL:
         command.add_argument(name, metavar=option.cli, help=text, **settings)
-    elif name in ("force", "exclude_suspicious"):
+    elif option.kind == FLAG:
         command.add_argument(option.cli_flag, dest=name, action="store_true", help=text)
     else:
         command.add_argument(option.cli_flag, dest=name, default=None, metavar=option.metavar, help=text, **settings)
@@ -226,9 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser(
         "check", help="find configs outside the element combinations a model's E0s were fitted on",
-        description=f"Exit status: {EXIT_OK} if every config lies inside, {EXIT_OUTSIDE} if some lie outside "
-                    f"(their energies rest on the prior), {EXIT_BAD_INPUT} on bad input or a model without E0 "
-                    "provenance.")
+        description=command_exit_statuses("check"))
     command.set_defaults(handler=check)
     _add(command, "model")
     _add(command, "data", nargs="+")
@@ -238,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser(
         "diagnose", help="per element: the E0 correction the data ask for, the force slope, isolated atoms",
-        description=f"Exit status: {EXIT_OK} if nothing is flagged, {EXIT_FLAGGED} if an element's E0 or force "
-                    f"scale, or a label, is flagged, {EXIT_BAD_INPUT} on bad input, {EXIT_CRASH} on an unexpected "
-                    "error.")
+        description=command_exit_statuses("diagnose"))
     command.set_defaults(handler=diagnose)
     _add(command, "model")
     _add(command, "data", nargs="+")

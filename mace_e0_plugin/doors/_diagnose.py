@@ -27,7 +27,7 @@ from ..glue import (FOUNDATION, default_dtype, force_statistics, make_loader, mo
 from ..io import Outputs, format_combination, plot_diagnosis, suspicious_entries, write_outputs
 from ..math import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, E0Solution,
                     ForceSlopeStatistics, combination_correction, energy_is_off, energy_z, slope_is_off)
-from ..services import DEFAULT_BATCH_SIZE, PASS_DTYPE
+from ..services import DEFAULT_BATCH_SIZE, PASS_DTYPE, checked
 from ..services import GRAPH_DTYPE, EstimateRequest, estimate_sequence
 
 
@@ -57,10 +57,10 @@ def diagnose_e0s(model, configs, energy_key: Optional[str] = None, forces_key: O
     extxyz of isolated atoms, a JSON {Z: eV}, a dict or a list of ase.Atoms, or 'foundation');
     default, DATA's config_type=IsolatedAtom frames if any, else the model's own E0s. ``output`` and
     ``plot`` write DIAG.json and the figure (whole or not at all). The default dtype is restored
-    afterwards.
+    afterwards. A bad option raises E0InputError, as in the other doors.
     """
-    diagnosis = diagnose(model, configs, energy_key, forces_key, prior, head, batch_size=batch_size,
-                         device=device, dtype=dtype, num_workers=num_workers)
+    options = checked(batch_size=batch_size, dtype=dtype, num_workers=num_workers)
+    diagnosis = diagnose(model, configs, energy_key, forces_key, prior, head, device=device, **options)
     content = diagnosis.to_dict()
     write_outputs(Outputs(report=output, figure=plot), content, draw=lambda path: plot_diagnosis(path, diagnosis))
     return content

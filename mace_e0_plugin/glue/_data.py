@@ -16,7 +16,7 @@ from mace.tools import torch_geometric
 from mace.tools.utils import AtomicNumberTable
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..errors import E0InputError
+from ..errors import E0InputError, as_option
 from ._models import model_atomic_numbers, model_heads
 
 ISOLATED_ATOM = "IsolatedAtom"
@@ -155,17 +155,18 @@ def graphs_from_atoms(frames, model: torch.nn.Module, head: str, energy_key: Opt
     _check_elements(where, frames, z_table)
     from_calculator = energy_key in CALCULATOR_ENERGY_KEYS
     energies = [frame_energy(a, energy_key) for a in frames]
+    if all(e is None for e in energies) and from_calculator:
+        raise E0InputError(f"{where}: no config has an energy (atoms.get_potential_energy() gives none); "
+                           "attach the reference energies, or give the info key that holds them.")
     if all(e is None for e in energies):
-        raise E0InputError(
-            f"{where}: no config has an energy " + (
-                "(atoms.get_potential_energy() gives none); attach the reference energies, or give the "
-                "info key that holds them." if from_calculator else
-                "under {energy_key}; the info keys are "
-                f"{sorted({k for a in frames for k in a.info})}."), energy_key=energy_key)
+        raise E0InputError("{where}: no config has an energy under {energy_key}; the info keys are {keys}.",
+                           where=where, energy_key=as_option(energy_key),
+                           keys=sorted({k for a in frames for k in a.info}))
     forces = [_reference_forces(a, forces_key) for a in frames] if forces_key else [None] * len(frames)
     if forces_key and all(f is None for f in forces):
-        raise E0InputError(f"{where}: no config has forces under {{forces_key}}; the arrays keys "
-                           f"are {sorted({k for a in frames for k in a.arrays})}.", forces_key=forces_key)
+        raise E0InputError("{where}: no config has forces under {forces_key}; the arrays keys are {keys}.",
+                           where=where, forces_key=as_option(forces_key),
+                           keys=sorted({k for a in frames for k in a.arrays}))
     isolated, configs, origins = {}, [], []
     keys = mace_data.KeySpecification(info_keys={"energy": ENERGY_KEY},
                                       arrays_keys={"forces": FORCES_KEY} if forces_key else {})

@@ -43,7 +43,8 @@ def all_reduce_(systems: Sequence[E0LinearSystem], group=None) -> None:
 
 
 def all_gather_tensors(tensors: Sequence[torch.Tensor], distributed: bool = True) -> List[torch.Tensor]:
-    """Every rank's 1-D tensors, concatenated in rank order, on every rank (sizes may differ)."""
+    """Every rank's tensors, concatenated along their first dimension in rank order, on every rank
+    (their first sizes may differ between ranks)."""
     _, world_size = rank_and_size(distributed)
     if world_size == 1:
         return list(tensors)

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..errors import E0InputError
+from ..errors import E0InputError, as_option
 from ..math import DEFAULT_WEIGHTING, E0LinearSystem, E0Solution, stratified_order
 from ._data import compositions, make_loader, shard
 from ._distributed import all_reduce_, broadcast_e0s, rank_and_size, synchronize
@@ -131,7 +131,7 @@ def _check_usable(request: HeadRequest, system: E0LinearSystem) -> None:
             "remove or fix them before fine-tuning.")
     if system.n_configs == 0:
         raise E0InputError(
-            f"head '{request.name}': none of the {system.n_skipped} config(s) in {request.source} has "
-            "a usable energy (the key is missing or the energy weight is 0); check {energy_key} "
-            "and that the file holds energies.",
-            energy_key=request.energy_key)
+            "head '{head}': none of the {n_skipped} config(s) in {source} has a usable energy (the key is "
+            "missing or the energy weight is 0); check {energy_key} and that the file holds energies.",
+            head=request.name, n_skipped=system.n_skipped, source=request.source,
+            energy_key=as_option(request.energy_key))

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 import mace  # noqa: F401  (lets torch.load unpickle mace models, and e3nn import)
 import torch
 
-from ..errors import E0InputError, E0ModelError
+from ..errors import E0InputError, E0ModelError, as_option
 
 BUFFER_NAME = "atomic_energies"
 REPLAY_HEAD = "pt_head"
@@ -36,8 +36,8 @@ def select_head(heads: Sequence[str], requested: Optional[str]) -> int:
     """The index of the head asked for (option ``head``), or of mace's default head."""
     name = default_head(heads) if requested is None else requested
     if name not in heads:
-        raise E0InputError(f"{{head}}: the model has no such head; its heads are {', '.join(heads)}.",
-                           head=requested)
+        raise E0InputError("{head}: the model has no such head; its heads are {heads}.",
+                           head=as_option(requested), heads=", ".join(heads))
     return list(heads).index(name)
 
 

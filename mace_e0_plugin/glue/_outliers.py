@@ -1,16 +1,17 @@
 """Broken labels found before training (MACE glue): every config's residual after the fit, judged
-against the others' robust spread (``math.suspicious_scores``), named by its place in the input.
+against the others' robust spread (``math.suspicious_mask``), named by its place in the input.
 
 The pass keeps one row per config of this rank's shard, on the device (``glue.ResidualLedger``);
-after the solve the fitted residuals of all ranks are gathered, so every rank lists the same configs.
+after the solve the fitted residuals of all ranks are gathered, so every rank lists the same configs,
+and excluding them takes the same rows, gathered from every rank, out of every rank's statistics.
 """
 
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ..math import SUSPICIOUS_ROBUST_Z, E0LinearSystem, E0Solution, suspicious_scores
-from ._distributed import all_gather_tensors, all_reduce_
+from ..math import E0LinearSystem, E0Solution, suspicious_mask, suspicious_scores
+from ._distributed import all_gather_tensors
 from ._ledger import ResidualLedger
 
 Origin = Callable[[int], Dict[str, object]]  # dataset position -> {"index", "file", "config_type"}
@@ -29,10 +30,10 @@ def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin
     fitted = residuals - counts @ correction
     n_atoms = counts.sum(dim=1)
     fitted, n_atoms, positions = all_gather_tensors([fitted, n_atoms, positions], distributed)
-    if fitted.numel() == 0:
+    flagged = suspicious_mask(fitted, n_atoms).nonzero().flatten().tolist()
+    if not flagged:
         return []
-    scores, _ = suspicious_scores(fitted, n_atoms)
-    flagged = (scores > SUSPICIOUS_ROBUST_Z).nonzero().flatten().tolist()
+    scores = suspicious_scores(fitted, n_atoms)  # what each flagged config reports, and its rank
     flagged.sort(key=lambda i: -float(scores[i]))
     return [{**origin(int(positions[i])), "residual_eV": float(fitted[i]),
              "residual_per_atom_meV": 1e3 * float(fitted[i] / n_atoms[i]), "robust_z": float(scores[i])}
@@ -41,18 +42,24 @@ def find_suspicious(ledger: ResidualLedger, solution: E0Solution, origin: Origin
 
 def exclude(system: E0LinearSystem, ledger: ResidualLedger, suspicious: Sequence[Dict[str, object]],
             distributed: bool = False) -> int:
-    """Take the suspicious configs out of ``system`` (summed over ranks); returns how many."""
+    """Take the suspicious configs out of ``system`` (summed over ranks); returns how many.
+
+    Each rank finds its own rows of them, the rows of all ranks are gathered, and every rank removes
+    them all (``E0LinearSystem.remove``), so that the ranks' statistics stay equal."""
     rows = ledger.rows()
-    gone = E0LinearSystem(system.atomic_numbers, system.weighting, device=system.device)
     wanted = {entry["position"] for entry in suspicious}
-    if rows is not None and wanted:
+    if rows is None:
+        counts = torch.zeros(0, len(system.atomic_numbers), dtype=torch.float64, device=system.device)
+        residuals = weights = torch.zeros(0, dtype=torch.float64, device=system.device)
+    else:
         counts, residuals, weights, positions = rows
-        mask = torch.tensor([int(p) in wanted for p in positions.tolist()], device=residuals.device)
-        gone.update(counts[mask], residuals[mask], weights[mask])
-    if distributed:
-        all_reduce_([gone])
-    system.load_flat(system.flat() - gone.flat())
-    return gone.n_configs
+        mask = torch.tensor([int(p) in wanted for p in positions.tolist()], dtype=torch.bool,
+                            device=residuals.device)
+        counts, residuals, weights = counts[mask], residuals[mask], weights[mask]
+    counts, residuals, weights = all_gather_tensors([counts, residuals, weights], distributed)
+    before = system.n_configs
+    system.remove(counts, residuals, weights)
+    return before - system.n_configs
 
 
 def origin_of(origins: Optional[Sequence[Dict[str, object]]], default_file: Optional[str]) -> Origin:

@@ -19,7 +19,6 @@ FORMAT = 1
 FOUNDATION = "foundation"  # the E0s of the model being fine-tuned (its starting E0s)
 ISOLATED_ATOMS = "isolated_atoms"  # computed at the new level: meaningful along the null space
 E0S_FILE = "e0s_file"  # a JSON {Z: eV}, of unknown origin
-PRIOR_KINDS = (FOUNDATION, ISOLATED_ATOMS, E0S_FILE)
 
 
 def read_provenance(model: torch.nn.Module) -> Dict[str, dict]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from ..errors import NAME_ONLY, E0InputError
+from ..errors import E0InputError, as_option
 from ..glue import Estimate
 from ._estimate_figure import plot_solution
 from ._files import save_torch, write_json
@@ -38,7 +38,8 @@ class Outputs:
                 same = [name for name, source in (inputs or {}).items()
                         if os.path.exists(source) and os.path.samefile(path, source)]
                 what = f"is {same[0]} itself" if same else "exists"
-                raise E0InputError(f"{path} {what}; pass {{force}} to write over it.", force=NAME_ONLY)
+                raise E0InputError("{path} {what}; pass {force} to write over it.", path=path, what=what,
+                                   force=as_option())
 
 
 def write_outputs(outputs: Outputs, content: Optional[Mapping[str, object]] = None,

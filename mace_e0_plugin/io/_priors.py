@@ -9,8 +9,8 @@ A prior is a ``{Z: eV}`` mapping. It is read from
 - from Python, a dict ``{Z or symbol: eV}`` or a list of isolated-atom ase.Atoms.
 Elements the prior lacks fall back to the foundation's E0s.
 
-Errors name the option the prior came in (``prior``, ``isolated_atoms``) as a field, which each
-door spells its own way (``errors``).
+Errors name the option the prior came in (``prior``; ``e0s``, ``mace-e0 apply``'s E0S file, read
+the same way) as an option field, which each door spells its own way (``errors``).
 """
 
 import json
@@ -24,7 +24,7 @@ import ase.io
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from ..errors import NAME_ONLY, E0InputError
+from ..errors import NAME_ONLY, E0InputError, as_option
 from ..glue import E0S_FILE, FOUNDATION, ISOLATED_ATOMS, frame_energy
 
 PYTHON_E0S = "a dict of E0s"  # how a prior given as {Z or symbol: eV} is named in reports
@@ -34,17 +34,12 @@ _HOW = ("give 'foundation', a JSON file of {Z: eV}, or an extxyz of isolated ato
         "(config_type=IsolatedAtom) with their energies")
 
 
-def _error(option: str, value: object, text: str, **more: object) -> E0InputError:
-    """"OPTION=VALUE: text", the option spelled by the door that shows it."""
-    return E0InputError(f"{{{option}}}: {text}", **{option: value}, **more)
-
-
 def check_prior_source(source: Optional[str], option: str = "prior") -> None:
     """Fail early, before any data are loaded, on a prior that cannot be read."""
     if source is None or source == FOUNDATION:
         return
     if not os.path.isfile(source):
-        raise _error(option, source, f"no such file; {_HOW}.")
+        raise E0InputError("{prior}: no such file; {how}.", prior=as_option(source, option), how=_HOW)
 
 
 def read_prior_file(path: str, energy_key: Optional[str], option: str = "prior") -> Dict[int, float]:
@@ -62,25 +57,27 @@ def read_e0s_json(path: str, option: str, value: object = None) -> Dict[int, flo
         with open(path, encoding="utf-8") as handle:
             content = json.load(handle)
     except (OSError, ValueError) as error:
-        raise _error(option, value, f"not valid JSON ({error}); {_HOW}.") from None
+        raise E0InputError("{prior}: not valid JSON ({error}); {how}.", prior=as_option(value, option), error=error,
+                           how=_HOW) from None
     if not isinstance(content, dict) or not content:
-        raise _error(option, value, f"expected a non-empty JSON object {{Z: eV}}; {_HOW}.")
+        raise E0InputError("{prior}: expected a non-empty JSON object {{Z: eV}}; {how}.",
+                           prior=as_option(value, option), how=_HOW)
     return e0s_from_mapping(content, option, value)
 
 
 def e0s_from_mapping(content, option: str, value: object = NAME_ONLY) -> Dict[int, float]:
     """{Z or symbol: eV} (a JSON object, or a dict from Python) as {Z: eV}."""
     if not content:
-        raise _error(option, value, "empty; give at least one element's E0 in eV.")
+        raise E0InputError("{prior}: empty; give at least one element's E0 in eV.", prior=as_option(value, option))
     prior = {}
     for key, energy in content.items():
         z = atomic_number(key)
         if z is None:
-            raise _error(option, value, f"{key!r} is not an element: key the E0s by atomic number or chemical "
-                                        "symbol, like \"1\" or \"H\".")
+            raise E0InputError("{prior}: {key!r} is not an element: key the E0s by atomic number or chemical "
+                               "symbol, like \"1\" or \"H\".", prior=as_option(value, option), key=key)
         if isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not math.isfinite(energy):
-            raise _error(option, value, f"the E0 of {key!r} is {energy!r}; every value must be "
-                                        "a finite number in eV.")
+            raise E0InputError("{prior}: the E0 of {key!r} is {energy!r}; every value must be a finite number "
+                               "in eV.", prior=as_option(value, option), key=key, energy=energy)
         prior[z] = float(energy)
     return prior
 
@@ -89,7 +86,8 @@ def _read_isolated_atoms(path: str, energy_key: Optional[str], option: str) -> D
     try:
         frames = ase.io.read(path, index=":")
     except Exception as error:  # ase raises many types for unreadable files
-        raise _error(option, path, f"ASE cannot read it ({error}); {_HOW}.") from None
+        raise E0InputError("{prior}: ASE cannot read it ({error}); {how}.", prior=as_option(path, option),
+                           error=error, how=_HOW) from None
     return isolated_atoms_prior(frames, energy_key, option, path)
 
 
@@ -104,16 +102,17 @@ def isolated_atoms_prior(frames, energy_key: Optional[str], option: str,
         z = int(atoms.numbers[0])
         symbol = atoms.get_chemical_symbols()[0]
         if energy is None or not math.isfinite(energy):
-            raise _error(option, value, f"the isolated {symbol} atom has no finite energy under key "
-                                        f"{energy_key!r} (its info keys: {sorted(atoms.info)}); the prior must be at "
-                                        "the training data's level of theory, under the same {energy_key}.",
-                         energy_key=NAME_ONLY)
+            raise E0InputError("{prior}: the isolated {symbol} atom has no finite energy under key {key!r} (its "
+                               "info keys: {info_keys}); the prior must be at the training data's level of theory, "
+                               "under the same {energy_key}.", prior=as_option(value, option), symbol=symbol,
+                               key=energy_key, info_keys=sorted(atoms.info), energy_key=as_option())
         if z in prior and abs(prior[z] - energy) > DUPLICATE_TOLERANCE:
-            raise _error(option, value, f"two different energies for the isolated {symbol} atom "
-                                        f"({prior[z]} and {energy} eV); keep one.")
+            raise E0InputError("{prior}: two different energies for the isolated {symbol} atom ({first} and "
+                               "{second} eV); keep one.", prior=as_option(value, option), symbol=symbol,
+                               first=prior[z], second=energy)
         prior[z] = energy
     if not prior:
-        raise _error(option, value, f"no single-atom frames in it; {_HOW}.")
+        raise E0InputError("{prior}: no single-atom frames in it; {how}.", prior=as_option(value, option), how=_HOW)
     return prior
 
 
@@ -148,7 +147,7 @@ class Prior:
 
     source: Optional[str] = None  # None (automatic), 'foundation', a file path or a label
     e0s: Optional[Dict[int, float]] = None  # read from that file, dict or list of atoms
-    kind: Optional[str] = None  # glue.PRIOR_KINDS; None: decided from the source
+    kind: Optional[str] = None  # FOUNDATION, ISOLATED_ATOMS or E0S_FILE (glue); None: from the source
 
 
 def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior") -> Prior:
@@ -163,15 +162,15 @@ def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior
         return Prior(PYTHON_E0S, e0s_from_mapping(prior, option), E0S_FILE)
     if isinstance(prior, Sequence) and prior and all(isinstance(a, Atoms) for a in prior):
         return Prior(PYTHON_ATOMS, isolated_atoms_prior(prior, energy_key, option), ISOLATED_ATOMS)
-    raise _error(option, NAME_ONLY, f"{type(prior).__name__}; give 'foundation', a JSON or extxyz file, "
-                                    "a dict {Z or symbol: eV}, or a list of isolated-atom ase.Atoms.")
+    raise E0InputError("{prior}: {type}; give 'foundation', a JSON or extxyz file, a dict {{Z or symbol: eV}}, or "
+                       "a list of isolated-atom ase.Atoms.", prior=as_option(name=option), type=type(prior).__name__)
 
 
 def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
                  isolated_atoms: Optional[Dict[int, float]],
                  kind: Optional[str] = None) -> Tuple[Optional[Dict[int, float]], Dict[str, str]]:
     """The prior a head uses, None for the model's own (starting) E0s, and what it is:
-    ``{"kind": KIND, "source": label}``, KIND one of glue.PRIOR_KINDS.
+    ``{"kind": KIND, "source": label}``, KIND one of glue's FOUNDATION, ISOLATED_ATOMS and E0S_FILE.
 
     An explicit prior wins (its ``kind`` given, or told from the file name); 'foundation' means
     the model's E0s; by default the data's config_type=IsolatedAtom frames are the prior if there

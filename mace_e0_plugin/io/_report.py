@@ -16,7 +16,7 @@ from math import isfinite
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import __version__
-from ..errors import NAME_ONLY, E0InputError
+from ..errors import E0InputError, as_option
 from ..glue import METHOD, Estimate, Refit
 from ..math import E0Solution
 from ._priors import read_e0s_json
@@ -185,8 +185,8 @@ def read_e0s_or_report(path: str, head: str) -> Tuple[Dict[int, float], Optional
     names = list(provenance)
     name = head if head in provenance else (names[0] if len(names) == 1 else None)
     if name is None:
-        raise E0InputError(f"REPORT {path}: no head '{head}' among its heads {', '.join(names)}; "
-                           "pass {head} with one of them.", head=NAME_ONLY)
+        raise E0InputError("REPORT {path}: no head '{name}' among its heads {names}; pass {head} with one of them.",
+                           path=path, name=head, names=", ".join(names), head=as_option())
     e0s = {int(z): float(e) for z, e in content["heads"][name]["E0s"].items()}
     return e0s, provenance[name]
 

@@ -24,7 +24,7 @@ least-squares driver.
 
 from dataclasses import dataclass, field
 from math import sqrt
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -127,23 +127,6 @@ class E0LinearSystem:
             statistics.zero_()
 
     # -- state ----------------------------------------------------------------------------------
-    def state_dict(self) -> Dict[str, object]:
-        return {
-            "atomic_numbers": list(self.atomic_numbers),
-            "weighting": self.weighting,
-            "fit_moments": self.fit_moments.clone(),
-            "rmse_moments": self.rmse_moments.clone(),
-            "tally": self.tally.clone(),
-        }
-
-    def load_state_dict(self, state: Dict[str, object]) -> None:
-        if list(state["atomic_numbers"]) != self.atomic_numbers or state["weighting"] != self.weighting:
-            raise ValueError(
-                f"state is for elements {list(state['atomic_numbers'])} weighted {state['weighting']!r}, "
-                f"not {self.atomic_numbers} weighted {self.weighting!r}")
-        for name in ("fit_moments", "rmse_moments", "tally"):
-            getattr(self, name).copy_(state[name])
-
     def flat(self) -> torch.Tensor:
         """All statistics as one vector: what ranks sum to combine their shards."""
         return torch.cat([self.fit_moments.reshape(-1), self.rmse_moments.reshape(-1), self.tally])
@@ -154,12 +137,6 @@ class E0LinearSystem:
         self.fit_moments.copy_(fit.view_as(self.fit_moments))
         self.rmse_moments.copy_(rmse.view_as(self.rmse_moments))
         self.tally.copy_(tally)
-
-    def __iadd__(self, other: "E0LinearSystem") -> "E0LinearSystem":
-        if other.atomic_numbers != self.atomic_numbers or other.weighting != self.weighting:
-            raise ValueError("cannot add linear systems over different elements or weightings")
-        self.load_flat(self.flat() + other.flat().to(self.device))
-        return self
 
     # -- solve ----------------------------------------------------------------------------------
     def solve(self, start_e0s: Sequence[float], prior_e0s: Sequence[float],

@@ -14,8 +14,6 @@ sets in ../shared (benchmarks/suspicious_labels.py): correct configs reach 9.3 a
 NaCl-water optB88 frame), corrupted labels of +15, -25 and +40 eV at least 27.
 """
 
-from typing import Tuple
-
 import torch
 
 SUSPICIOUS_ROBUST_Z = 15.0  # in the gap between hard correct configs (<= 9.3) and broken labels (>= 27)
@@ -33,18 +31,17 @@ def robust_z(values: torch.Tensor, floor: float) -> torch.Tensor:
     return (values - median) / max(float(spread), floor)
 
 
-def suspicious_scores(residuals: torch.Tensor, n_atoms: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(score, per-atom z) per config: score = max(|z per atom|, |z per config|)."""
+def suspicious_scores(residuals: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """The score per config: max(|z per atom|, |z per config|)."""
     n_atoms = n_atoms.double()
     per_atom = robust_z(residuals / n_atoms, SPREAD_FLOOR_PER_ATOM)
     per_config = robust_z(residuals, SPREAD_FLOOR_PER_ATOM * float(n_atoms.median()))
-    return torch.maximum(per_atom.abs(), per_config.abs()), per_atom
+    return torch.maximum(per_atom.abs(), per_config.abs())
 
 
 def suspicious_mask(residuals: torch.Tensor, n_atoms: torch.Tensor,
                     threshold: float = SUSPICIOUS_ROBUST_Z) -> torch.Tensor:
-    """True for the configs far outside the robust spread of the others."""
+    """True for the configs far outside the robust spread of the others: the rule, in one place."""
     if residuals.numel() == 0:
-        return torch.zeros(0, dtype=torch.bool)
-    score, _ = suspicious_scores(residuals, n_atoms)
-    return score > threshold
+        return torch.zeros(0, dtype=torch.bool, device=residuals.device)
+    return suspicious_scores(residuals, n_atoms) > threshold

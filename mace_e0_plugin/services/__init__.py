@@ -2,12 +2,14 @@
 sequence (written once). ``mace-e0``, the Python API and the training door all use them; none of
 the doors imports another."""
 
-from ._options import (AUTOMATIC, DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, DTYPES, OPTIONS, PASS_DTYPE, Option, checked,
-                       cli_spelling, positive, training_spelling)
+from ._options import (AUTOMATIC, DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, DEFAULT_WORKERS, DTYPES, FLAG, OPTIONS,
+                       PASS_DTYPE, POSITIONAL, Option, checked, cli_spelling, default_workers, positive,
+                       training_spelling)
 from ._sequence import GRAPH_DTYPE, EstimateRequest, EstimateSteps, build_request, estimate_sequence, resolve_model
 
 __all__ = [
     "OPTIONS", "Option", "AUTOMATIC", "checked", "positive", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE",
-    "DEFAULT_WEIGHTING", "DTYPES", "PASS_DTYPE",
+    "DEFAULT_WEIGHTING", "DTYPES", "PASS_DTYPE", "FLAG", "POSITIONAL", "default_workers",
+    "DEFAULT_WORKERS",
     "estimate_sequence", "EstimateRequest", "EstimateSteps", "build_request", "resolve_model", "GRAPH_DTYPE",
 ]

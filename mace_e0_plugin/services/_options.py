@@ -9,10 +9,11 @@ options as fields (``errors``), and each door renders them with its spelling her
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
 
-from ..errors import NAME_ONLY, E0InputError
+from ..errors import NAME_ONLY, E0InputError, as_option
 from ..glue import DEFAULT_MODE, MODES
 from ..math import DEFAULT_WEIGHTING, WEIGHTINGS
 
@@ -21,10 +22,28 @@ PASS_DTYPE = "float32"  # the network's arithmetic is what a pass costs; the E0 
 DEFAULT_BATCH_SIZE = 32
 AUTOMATIC = None  # a default that the door decides at run time (the device, the workers)
 
+# What an option takes, which decides how each door builds it (mace-e0's parser, most visibly).
+VALUE = "value"  # a value: mace-e0 --name VALUE, mace_run_train --E0s_name=VALUE, name=VALUE from Python
+FLAG = "flag"  # yes or no: mace-e0's bare --name, mace_run_train's --E0s_name=true|false, a bool from Python
+POSITIONAL = "positional"  # one of mace-e0's positional arguments, named by its metavar (``cli``: MODEL)
+KINDS = (VALUE, FLAG, POSITIONAL)
+
+
+def default_workers(cores: Optional[int] = None) -> int:
+    """DataLoader workers where none are asked for (``DEFAULT_WORKERS`` says it in words): graphs are
+    built in workers, overlapped with inference, only where cores are left for both. ``cores``:
+    default, those this process may run on."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 4 else min(4, cores // 4)
+
+
+DEFAULT_WORKERS = "0 below 4 cores, else a quarter of them, at most 4"  # ``default_workers``, in words
+
 
 # -- checks: (option name, value) -> the value to use, or one E0InputError naming the option ------
 def _invalid(name: str, value: object, what: str) -> E0InputError:
-    return E0InputError(f"{{{name}}}: {what}.", **{name: value})
+    return E0InputError("{option}: {what}.", option=as_option(value, name), what=what)
 
 
 def positive(kind: type) -> Callable[[str, object], object]:
@@ -107,6 +126,7 @@ def anything(_name: str, value: object):
 @dataclass(frozen=True)
 class Option:
     name: str  # the Python keyword
+    kind: str = VALUE  # VALUE, FLAG (checked by ``flag`` unless told otherwise) or POSITIONAL
     default: object = None
     help: str = ""
     check: Callable[[str, object], object] = anything
@@ -116,6 +136,14 @@ class Option:
     python: Optional[str] = None  # the Python keyword where it is not ``name``
     cli: Optional[str] = None  # mace-e0's flag, or its positional's metavar; default --name-with-dashes
     metavar: Optional[str] = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"option {self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == POSITIONAL and (not self.cli or self.cli.startswith("--")):
+            raise ValueError(f"option {self.name}: a positional is declared with its metavar (cli='NAME')")
+        if self.kind == FLAG and self.check is anything:
+            object.__setattr__(self, "check", flag)  # a flag's value is a yes or no, whatever the door
 
     @property
     def cli_flag(self) -> str:
@@ -140,11 +168,12 @@ def _declare(*options: Option) -> Dict[str, Option]:
 
 OPTIONS: Dict[str, Option] = _declare(
     # where the data and model are
-    Option("model", cli="MODEL", help="a MACE .model file"),
-    Option("data", cli="DATA", python="configs",
+    Option("model", POSITIONAL, cli="MODEL", help="a MACE .model file"),
+    Option("data", POSITIONAL, cli="DATA", python="configs",
            help="extxyz (or any ASE format), MACE h5, or LMDB; from Python also a list of ase.Atoms"),
-    Option("e0s", cli="E0S", help="{Z: eV}, as written by estimate --e0s-json, or the estimate's report "
-                                  "(estimate --output), whose provenance the new model then carries"),
+    Option("e0s", POSITIONAL, cli="E0S",
+           help="{Z: eV}, as written by estimate --e0s-json, or the estimate's report (estimate --output), whose "
+                "provenance the new model then carries"),
     Option("energy_key", train="--energy_key", help="info key of the reference energy in extxyz DATA"),
     Option("forces_key", train="--forces_key", help="arrays key of the reference forces in extxyz DATA"),
     Option("head", train="--foundation_head",
@@ -162,7 +191,7 @@ OPTIONS: Dict[str, Option] = _declare(
     Option("max_configs", check=positive(int),
            help="estimate from a composition-stratified sample of at most this many configs, so that a giant "
                 "file costs a fixed amount (the same sample every time). Default: all of them."),
-    Option("exclude_suspicious", default=False, check=flag, train="--E0s_exclude_suspicious", per_head=True,
+    Option("exclude_suspicious", FLAG, default=False, train="--E0s_exclude_suspicious", per_head=True,
            help="refit without the configs whose residual after the fit is far outside the others' (likely "
                 "broken labels: a failed calculation, a unit slip). Default: they are listed, and kept, so that the "
                 "E0s stay the least-squares optimum of MACE's loss on all the data."),
@@ -177,8 +206,7 @@ OPTIONS: Dict[str, Option] = _declare(
     Option("batch_size", default=DEFAULT_BATCH_SIZE, check=positive(int), train="--valid_batch_size",
            help=f"configs per batch of the pass (default {DEFAULT_BATCH_SIZE})"),
     Option("num_workers", default=AUTOMATIC, check=workers, train="--num_workers",
-           help="DataLoader workers that build the graphs while the model runs "
-                "(default: 0 below 4 cores, else a quarter of them, at most 4)"),
+           help=f"DataLoader workers that build the graphs while the model runs (default: {DEFAULT_WORKERS})"),
     Option("device", default=AUTOMATIC, train="--device", help="cpu or cuda (default: cuda if available)"),
     Option("dtype", default=PASS_DTYPE, check=dtype_name, choices=DTYPES, train="--E0s_dtype",
            help=f"the dtype the network runs in for the estimate and refit passes (default {PASS_DTYPE}, on a copy, "
@@ -188,8 +216,8 @@ OPTIONS: Dict[str, Option] = _declare(
     Option("output", help="write the JSON result here"),
     Option("e0s_json", help="write {Z: eV} here, for mace_run_train --E0s=FILE"),
     Option("plot", metavar="FIGURE.png", help="write the figure (PNG) here"),
-    Option("force", help="write over existing outputs"),
-    Option("progress", default=True, check=flag, help="a progress bar while the pass runs (tqdm)"),
+    Option("force", FLAG, default=False, help="write over existing outputs"),
+    Option("progress", FLAG, default=True, help="a progress bar while the pass runs (tqdm)"),
 )
 
 

@@ -58,10 +58,12 @@ class EntryPointHooks:
         self.door.before_training(**train_kwargs)
 
     def epoch_start(self, epoch, **_context):
-        self.door.epoch_start(epoch)
+        if self.door.run is not None:
+            self.door.run.epoch_start(epoch)
 
     def epoch_end(self, epoch, **_context):
-        self.door.epoch_end(epoch)
+        if self.door.run is not None:
+            self.door.run.epoch_end(epoch)
 
     def after_training(self, args=None, **train_kwargs):  # pylint: disable=unused-argument
         self.door.after_training(**train_kwargs)
@@ -162,12 +164,13 @@ def _wrap_train_one_epoch(original, door: TrainingDoor):
     signature = inspect.signature(original)
 
     def train_one_epoch(*args, **kwargs):
-        if not door.active:
+        fit = door.run
+        if fit is None:
             return original(*args, **kwargs)
         epoch = signature.bind(*args, **kwargs).arguments["epoch"]
-        door.epoch_start(epoch)  # neither raises: after the first step nothing of ours stops mace
+        fit.epoch_start(epoch)  # neither raises: after the first step nothing of ours stops mace
         result = original(*args, **kwargs)
-        door.epoch_end(epoch)
+        fit.epoch_end(epoch)
         return result
     return train_one_epoch
 

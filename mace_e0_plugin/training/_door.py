@@ -8,7 +8,7 @@
     dataset_loaded(head, configs, atoms)       a head's training set and IsolatedAtom energies
     atomic_energies(E0s, z_table, ...)         E0s to build the model with: the foundation's
     before_training(model, train_loader, ...)  the fit's start: collect, solve, write, report
-    epoch_start(epoch) / epoch_end(epoch)      --E0s_refit=epoch
+    (the fit's own epoch_start / epoch_end)    --E0s_refit=epoch, called on ``run`` directly
     after_training(checkpoint_handler, ...)    --E0s_refit=final: the checkpoints mace reloads
     training_failed()                          tools.train raised
 
@@ -81,6 +81,7 @@ class TrainingDoor:
     def __init__(self, unsupported: Optional[List[str]] = None):
         self.run: Optional[E0Fit] = None
         self.unsupported = unsupported
+        self._untested: Optional[str] = None  # the warning for a release outside the tested ones
 
     def stopping_before_training(self):
         """A context in which bad input stops mace with one line (for the adapters' own checks)."""
@@ -115,9 +116,7 @@ class TrainingDoor:
             return None
         if self.unsupported:
             raise UnsupportedMace(self.unsupported)
-        warning = untested_warning()
-        if warning:
-            log.warning(warning)
+        self._untested = untested_warning()  # logged at the entry of training, in mace's log
         settings = settings_from_args(args)
         self.run = E0Fit(settings) if settings.heads else None
         return self.run
@@ -141,6 +140,8 @@ class TrainingDoor:
         """mace's ``tools.train`` arguments, as the fit takes them."""
         if self.run is None:
             return
+        if self._untested:
+            log.warning(self._untested)
         started = self.run.start(model, train_loader, device, loss_fn=loss_fn, optimizer=optimizer,
                                  swa_model=swa.model if swa is not None else None,
                                  swa_loss_fn=swa.loss_fn if swa is not None else None,
@@ -148,14 +149,6 @@ class TrainingDoor:
                                  distributed=distributed, rank=rank)
         if not started:
             self.end()  # nothing more to do in this run
-
-    def epoch_start(self, epoch: int) -> None:
-        if self.run is not None:
-            self.run.epoch_start(epoch)
-
-    def epoch_end(self, epoch: int) -> None:
-        if self.run is not None:
-            self.run.epoch_end(epoch)
 
     def after_training(self, checkpoint_handler=None, **_unused) -> None:
         """Never raises: mace saves and evaluates as it would."""
