@@ -122,7 +122,7 @@ def rank_deficient_solve(checks: Checks, foundation: Path, device: str) -> None:
                f"rank {on_device.rank} of 3, max |E0 {device} - E0 cpu| {difference:.1e} eV",
                on_device.rank == 1 and difference < SAME_AS_CPU_EV)
 
-    counts, residuals = on_cpu.estimate.samples[on_cpu.head].arrays()
+    counts, residuals = on_cpu.estimate.heads[on_cpu.head].sample.arrays()
     n_atoms = counts.sum(axis=1, keepdims=True)
     a = torch.tensor(counts / n_atoms, dtype=torch.float64)  # per-atom weighting, as ours
     b = torch.tensor(residuals / n_atoms[:, 0], dtype=torch.float64)

@@ -64,7 +64,7 @@ def residuals_after_fit(model_path: Path, configs, energy_key: str):
 
     result = reestimate_e0s(str(model_path), configs, energy_key, prior="foundation", weighting="per_atom",
                             device="cpu", progress=False)
-    counts, residuals = result.estimate.samples[result.head].arrays()
+    counts, residuals = result.estimate.heads[result.head].sample.arrays()
     assert counts.shape[0] == len(configs), "every config has an energy here"
     correction = np.array([result.corrections[z] for z in sorted(result.corrections)])  # columns: sorted Z
     after = residuals - counts @ correction

@@ -243,7 +243,7 @@ def test_caco3_water_keeps_the_foundation_e0s_along_the_null_space():
     null_space = np.linalg.svd(composition[None, :])[2][1:]  # 3 directions orthogonal to it
     assert np.abs(null_space @ (new - prior)).max() < 1e-8  # the prior, there
 
-    counts, residuals = result.estimate.samples["Default"].arrays()  # E_ref - E_pred, per config
+    counts, residuals = result.estimate.heads["Default"].sample.arrays()  # E_ref - E_pred, per config
     counts = counts[:, [list(result.e0s).index(z) for z in elements]]  # the model has 15 elements
     assert len(residuals) == 30 and (counts == composition).all()
     minimum_norm = start + np.linalg.lstsq(counts, residuals, rcond=None)[0]

@@ -145,3 +145,58 @@ def test_imports_sit_at_the_top_but_where_start_up_needs_them_late(path):
         assert late_imports(path), f"{name} has no late import left: take it off LATE_IMPORTS"
     else:
         assert late_imports(path) == [], f"{name}: imports inside functions at lines {late_imports(path)}"
+
+
+# -- each subpackage's __all__ is what the rest uses of it ---------------------------------------------
+USERS = [PACKAGE.parent / folder for folder in ("tests", "benchmarks", "examples")]
+
+
+def _exported(init: Path):
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+def _uses_from_outside(subpackage: str):
+    """Every name that a module outside ``subpackage`` takes from it: ``from mace_e0_plugin.S import N``
+    (or relatively, inside the package), ``S.N`` after ``from mace_e0_plugin import S as alias`` or
+    ``import mace_e0_plugin.S as alias``, and the package's lazy names (``__init__._LAZY``)."""
+    target = f"mace_e0_plugin.{subpackage}"
+    files = [p for p in modules() if top(p) != subpackage] + [p for folder in USERS for p in folder.rglob("*.py")]
+    used = set()
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        inside = path.is_relative_to(PACKAGE)
+        package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1] if inside else ()
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level and inside:
+                    module = ".".join(list(package[:len(package) - node.level + 1]) + ([module] if module else []))
+                if module == target:
+                    used |= {alias.name for alias in node.names}
+                elif module == "mace_e0_plugin":
+                    aliases |= {alias.asname or alias.name for alias in node.names if alias.name == subpackage}
+            elif isinstance(node, ast.Import):
+                aliases |= {alias.asname for alias in node.names if alias.name == target and alias.asname}
+        used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Name) and node.value.id in aliases}
+        # importlib.import_module("mace_e0_plugin.S") behind a function (adapters.py: stdlib only)
+        loaders = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and "import_module" in ast.unparse(f)
+                   and (f'"{target}"' in ast.unparse(f) or any(isinstance(n, ast.Assign) and ast.unparse(n.value) == repr(target)
+                                                             for n in tree.body))}
+        used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) in loaders}
+    lazy = ast.literal_eval(next(node.value for node in ast.parse((PACKAGE / "__init__.py").read_text()).body
+                                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_LAZY"))
+    used |= {name for name, module in lazy.items() if module == target}
+    return {name for name in used if not name.startswith("_")}  # a private module reached into is not the surface
+
+
+@pytest.mark.parametrize("subpackage", sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py")))
+def test_all_lists_what_the_rest_uses_and_nothing_else(subpackage):
+    exported, used = _exported(PACKAGE / subpackage / "__init__.py"), _uses_from_outside(subpackage)
+    assert sorted(exported - used) == [], f"{subpackage}/__init__.py exports names nothing outside it uses"
+    assert sorted(used - exported) == [], f"others take these from {subpackage} without it exporting them"

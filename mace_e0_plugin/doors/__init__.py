@@ -3,15 +3,13 @@ the Python API and its result, check and diagnose. The training door, ``mace_run
 --E0s=linear_system``, is ``mace_e0_plugin.training``; neither imports the other."""
 
 from ._api import reestimate_e0s
-from ._check import check_compositions, check_e0s
-from ._cli import (EXIT_MEANINGS, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FLAGGED, EXIT_MODEL_DOES_NOT_FIT, EXIT_OK, EXIT_OUTSIDE,
+from ._check import check_e0s
+from ._cli import (EXIT_MEANINGS, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FLAGGED, EXIT_OK, EXIT_OUTSIDE,
                    EXIT_WRITE_FAILED, build_parser, main)
-from ._diagnose import Diagnosis, diagnose, diagnose_e0s, head_entry, verdict
+from ._diagnose import diagnose_e0s
 from ._result import E0Result
 
 __all__ = [
-    "reestimate_e0s", "E0Result", "check_e0s", "check_compositions", "diagnose_e0s", "diagnose", "Diagnosis",
-    "head_entry", "verdict", "main", "build_parser", "EXIT_OK", "EXIT_CRASH", "EXIT_BAD_INPUT", "EXIT_WRITE_FAILED",
-    "EXIT_MODEL_DOES_NOT_FIT", "EXIT_OUTSIDE", "EXIT_FLAGGED",
-    "EXIT_MEANINGS",
+    "reestimate_e0s", "E0Result", "check_e0s", "diagnose_e0s", "main", "build_parser",
+    "EXIT_OK", "EXIT_CRASH", "EXIT_BAD_INPUT", "EXIT_WRITE_FAILED", "EXIT_OUTSIDE", "EXIT_FLAGGED", "EXIT_MEANINGS",
 ]

@@ -39,7 +39,8 @@ def reestimate_e0s(model, configs, energy_key: Optional[str] = None, *, prior=No
                       exclude_suspicious=exclude_suspicious, progress=progress)
     # No DataLoader workers: forked workers are fragile in notebooks, and the configs are in memory.
     steps = estimate_sequence(EstimateRequest(model, _as_list(configs), energy_key, prior=prior, head=head,
-                                              device=device, num_workers=0, **options))
+                                              device=device, num_workers=0, pass_dtype=options.pop("dtype"),
+                                              **options))
     return E0Result(steps.head, steps.estimate, model)
 
 

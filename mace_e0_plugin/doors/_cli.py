@@ -83,11 +83,11 @@ def estimate(args) -> int:
     steps = estimate_sequence(EstimateRequest(
         args.model, args.data, args.energy_key, prior=args.prior, head=args.head, weighting=args.weighting,
         max_configs=args.max_configs, exclude_suspicious=args.exclude_suspicious, device=args.device,
-        dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers, distributed=distributed,
+        pass_dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers, distributed=distributed,
         progress=rank == 0, sample_size=SAMPLE_SIZE if args.plot else 0))
     if rank != 0:
         return EXIT_OK
-    print(f"prior: {steps.prior['source']}"
+    print(f"prior: {steps.prior_record.source}"
           + (f" (it lacks {_symbols(steps.lacking)}, which keep the model's E0s)" if steps.lacking else ""))
     print(format_estimate(steps.estimate))
     written = write_outputs(outputs, estimate_report(steps.estimate), steps.estimate)

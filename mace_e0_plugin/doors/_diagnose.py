@@ -71,7 +71,7 @@ def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str
              dtype: str = PASS_DTYPE, num_workers: int = 0) -> Diagnosis:
     """The diagnosis with the samples the figure needs (``diagnose_e0s`` without the files)."""
     steps = estimate_sequence(EstimateRequest(model, configs, energy_key, prior=prior, head=head, device=device,
-                                              dtype=dtype, batch_size=batch_size, num_workers=num_workers,
+                                              pass_dtype=dtype, batch_size=batch_size, num_workers=num_workers,
                                               forces_key=forces_key, progress=False))
     module, name = steps.model, steps.head
     atomic_numbers = model_atomic_numbers(module)
@@ -83,15 +83,15 @@ def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str
                                                         len(atomic_numbers), next(module.parameters()).device)
     model_e0s = read_e0s(module, steps.request.index)
     # Each E0 beside the prior, where the prior is not the model's own E0s (and has the element).
-    prior_e0s = ({} if steps.prior["kind"] == FOUNDATION else
+    prior_e0s = ({} if steps.prior_record.kind == FOUNDATION else
                  {z: e for z, e in zip(atomic_numbers, steps.request.prior_e0s) if z not in steps.lacking})
     solution = steps.solution
-    counts, residuals = steps.estimate.samples[name].arrays()
+    counts, residuals = steps.estimate.heads[name].sample.arrays()
     names = {"MODEL": str(model) if isinstance(model, (str, os.PathLike)) else "MODEL",
              "DATA": _data_names(configs), "K": energy_key or "energy"}
     entry = head_entry(solution, statistics, model_e0s, prior_e0s, names)
-    entry["prior"] = dict(steps.prior)
-    entry["suspicious_configs"] = suspicious_entries(steps.estimate.suspicious.get(name, []))
+    entry["prior"] = steps.prior_record.to_dict()
+    entry["suspicious_configs"] = suspicious_entries(steps.estimate.heads[name].suspicious)
     forces = {atomic_numbers[i]: arrays for i, arrays in force_sample.items()}
     return Diagnosis(name, entry, atomic_numbers, counts, residuals, forces)
 

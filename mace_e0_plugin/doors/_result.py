@@ -83,7 +83,7 @@ class E0Result:
             draw_corrections(ax, self.solution)
             figure = ax.figure
         else:
-            figure = build_figure(self.head, self.solution, self.estimate.samples.get(self.head))
+            figure = build_figure(self.head, self.solution, self.estimate.heads[self.head].sample)
         if path is not None:
             save_figure(str(path), figure)
         return figure

@@ -13,41 +13,35 @@
 - distributed: every collective, in one module.
 """
 
-from ._data import (CALCULATOR_ENERGY_KEYS, ISOLATED_ATOM, ConfigGraphs, LoadedData, compositions, data_from,
-                    frame_energy, graphs_from_atoms, load_data, make_loader, read_compositions, shard)
-from ._distributed import agree, all_reduce_, barrier, broadcast_e0s, rank_and_size, synchronize
-from ._estimate import SAMPLING_SEED, Estimate, HeadRequest, estimate_e0s
+from ._data import LoadedData, data_from, frame_energy, load_data, make_loader, read_compositions, shard
+from ._distributed import agree, all_reduce_, barrier, broadcast_e0s
 from ._dtype import default_dtype, evaluation_mode, network_for_pass
-from ._force_statistics import FORCE_SAMPLE_ATOMS, force_statistics
-from ._forward import element_counts, forward, model_inputs
-from ._ledger import SAMPLE_SIZE, ResidualLedger, ResidualSample
-from ._models import (REPLAY_HEAD, default_device, default_head, e0_buffers, model_atomic_numbers, model_from,
-                      model_heads, read_e0s, read_model, read_state_e0s, select_head, state_e0_buffers, write_e0s,
-                      write_rows)
-from ._outliers import find_suspicious
-from ._provenance import (ATTRIBUTE, E0S_FILE, FOUNDATION, ISOLATED_ATOMS, METHOD, read_provenance,
+from ._estimate import SAMPLING_SEED, Estimate, HeadEstimate, HeadRequest, estimate_e0s
+from ._force_statistics import force_statistics
+from ._forward import element_counts, forward
+from ._ledger import SAMPLE_SIZE, ResidualSample
+from ._models import (REPLAY_HEAD, default_device, model_atomic_numbers, model_from, model_heads, read_e0s, read_model,
+                      read_state_e0s, select_head, state_e0_buffers, write_e0s, write_rows)
+from ._provenance import (ATTRIBUTE, E0S_FILE, FOUNDATION, ISOLATED_ATOMS, METHOD, PriorRecord, read_provenance,
                           set_provenance)
 from ._refit import DEFAULT_MODE, EPOCH, FINAL, MODES, Refit
-from ._residuals import accumulate, check_energy_split, e0_energies, residuals_in_float64
+from ._residuals import check_energy_split, residuals_in_float64
 
 __all__ = [
     # models
-    "REPLAY_HEAD", "default_device", "default_head", "e0_buffers", "model_atomic_numbers", "model_from",
-    "model_heads", "read_e0s", "read_model", "read_state_e0s", "select_head", "state_e0_buffers", "write_e0s",
-    "write_rows",
+    "REPLAY_HEAD", "default_device", "model_atomic_numbers", "model_from", "model_heads", "read_e0s", "read_model",
+    "read_state_e0s", "select_head", "state_e0_buffers", "write_e0s", "write_rows",
     # data
-    "ISOLATED_ATOM", "CALCULATOR_ENERGY_KEYS", "ConfigGraphs", "LoadedData", "compositions", "data_from",
-    "frame_energy", "graphs_from_atoms", "load_data", "make_loader", "read_compositions", "shard",
+    "LoadedData", "data_from", "frame_energy", "load_data", "make_loader", "read_compositions", "shard",
     # the forward pass
-    "default_dtype", "evaluation_mode", "network_for_pass", "element_counts", "forward", "model_inputs",
-    "accumulate", "check_energy_split", "e0_energies", "residuals_in_float64", "SAMPLE_SIZE", "ResidualLedger",
-    "ResidualSample", "FORCE_SAMPLE_ATOMS", "force_statistics", "find_suspicious",
+    "default_dtype", "evaluation_mode", "network_for_pass", "element_counts", "forward", "check_energy_split",
+    "residuals_in_float64", "SAMPLE_SIZE", "ResidualSample", "force_statistics",
     # estimate and refit
-    "Estimate", "HeadRequest", "estimate_e0s", "SAMPLING_SEED",
+    "Estimate", "HeadEstimate", "HeadRequest", "estimate_e0s", "SAMPLING_SEED",
     "DEFAULT_MODE", "EPOCH", "FINAL", "MODES", "Refit",
     # provenance
-    "ATTRIBUTE", "METHOD", "FOUNDATION", "ISOLATED_ATOMS", "E0S_FILE", "read_provenance",
+    "ATTRIBUTE", "METHOD", "PriorRecord", "FOUNDATION", "ISOLATED_ATOMS", "E0S_FILE", "read_provenance",
     "set_provenance",
     # distributed
-    "rank_and_size", "agree", "all_reduce_", "broadcast_e0s", "barrier", "synchronize",
+    "agree", "all_reduce_", "broadcast_e0s", "barrier",
 ]

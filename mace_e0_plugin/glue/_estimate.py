@@ -17,7 +17,7 @@ from ._ledger import ResidualLedger, ResidualSample
 from ._residuals import accumulate
 from ._models import model_atomic_numbers, read_e0s
 from ._outliers import exclude, find_suspicious, origin_of
-from ._provenance import FOUNDATION
+from ._provenance import FOUNDATION, PriorRecord
 
 # The stratified sample of --max-configs: always the same for the same configs (no option: a
 # user who wants another sample asks for a larger one).
@@ -36,7 +36,7 @@ class HeadRequest:
     source: str = "the training data"  # names the files and energy key in error messages
     energy_key: Optional[str] = None  # as given, for error messages
     max_configs: Optional[int] = None  # use a composition-stratified sample of at most this many
-    prior: Dict[str, str] = field(default_factory=lambda: {"kind": FOUNDATION, "source": "the model's E0s"})
+    prior_record: PriorRecord = PriorRecord(FOUNDATION, "the model's E0s")
     origins: Optional[Sequence[Dict[str, object]]] = None  # per config: where in the input it came from
     exclude_suspicious: bool = False  # refit without the configs that look like broken labels
 
@@ -45,26 +45,40 @@ class HeadRequest:
         return self.max_configs is not None
 
 
-@dataclass
+@dataclass(frozen=True)
+class HeadEstimate:
+    """One head's estimate, built whole."""
+
+    solution: E0Solution
+    prior_record: PriorRecord
+    suspicious: List[Dict[str, object]] = field(default_factory=list)  # broken-looking labels, worst first
+    n_excluded: int = 0  # of them, left out of the fit (exclude_suspicious)
+    sample: Optional[ResidualSample] = None  # per-config residuals for figures, when asked for
+    sampling: Optional[Dict[str, object]] = None  # where part of the data was used (max_configs)
+
+
+@dataclass(frozen=True)
 class Estimate:
-    solutions: Dict[str, E0Solution]
-    timing: Dict[str, float] = field(default_factory=dict)
-    samples: Dict[str, ResidualSample] = field(default_factory=dict)  # for plots, when asked for
-    sampling: Dict[str, Dict[str, object]] = field(default_factory=dict)  # heads that used part of their data
-    priors: Dict[str, Dict[str, str]] = field(default_factory=dict)  # per head: {"kind", "source"}
-    suspicious: Dict[str, List[Dict[str, object]]] = field(default_factory=dict)  # per head: broken labels?
-    excluded: Dict[str, int] = field(default_factory=dict)  # per head: suspicious configs left out of the fit
+    """One pass's estimate: a record per head, and what the pass cost."""
+
+    heads: Dict[str, HeadEstimate]
+    timing: Dict[str, float] = field(default_factory=dict)  # inference_s, solve_s
     pass_dtype: str = ""  # the dtype the network ran in
+
+    @property
+    def solutions(self) -> Dict[str, E0Solution]:
+        """``{head: its solution}``: a view of ``heads``."""
+        return {name: head.solution for name, head in self.heads.items()}
 
 
 def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device, batch_size: int,
                  num_workers: int = 0, pin_memory: bool = False, distributed: bool = False,
-                 progress: bool = True, sample_limit: int = 0, pass_dtype=None) -> Estimate:
+                 progress: bool = True, sample_size: int = 0, pass_dtype=None) -> Estimate:
     """Run ``model`` once over each head's data (this rank's shard of it) and solve for E0s.
 
     Under torch.distributed every rank must call this with the same requests; the statistics
     are summed with one all-reduce and rank 0's E0s are broadcast, so all ranks agree bit for bit.
-    ``sample_limit`` > 0 keeps that many per-config residuals per head (of this rank's shard), for plots.
+    ``sample_size`` > 0 keeps that many per-config residuals per head (of this rank's shard), for plots.
     ``pass_dtype`` runs the network in that dtype (on a copy; default the model's own); the E0 sums
     and the solve are float64 either way.
     """
@@ -80,8 +94,8 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
         order = dataset.indices if request.samples_part else range(len(dataset))  # positions in request.dataset
         ledgers.append(ResidualLedger(order[rank::world_size]))  # the rows of ``mine``, in order
         label = f"E0s: head {request.name}" if progress and rank == 0 else None
-        if sample_limit:
-            samples[request.name] = ResidualSample(ledgers[-1], sample_limit)
+        if sample_size:
+            samples[request.name] = ResidualSample(ledgers[-1], sample_size)
         loader = make_loader(mine, batch_size, num_workers, pin_memory)
         systems.append(accumulate(model, loader, system, device, progress=label, ledger=ledgers[-1],
                                   network=network))
@@ -113,8 +127,11 @@ def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device
                 broadcast_e0s([solutions[request.name]], device)
     solve_s = time.perf_counter() - started
     dtype = str(next(network.parameters()).dtype).replace("torch.", "")
-    return Estimate(solutions, {"inference_s": inference_s, "solve_s": solve_s}, samples, sampling,
-                    {request.name: dict(request.prior) for request in requests}, suspicious, excluded, dtype)
+    heads = {request.name: HeadEstimate(solutions[request.name], request.prior_record, suspicious[request.name],
+                                        excluded.get(request.name, 0), samples.get(request.name),
+                                        sampling.get(request.name))
+             for request in requests}
+    return Estimate(heads, {"inference_s": inference_s, "solve_s": solve_s}, dtype)
 
 
 def _ordered(request: HeadRequest) -> Dataset:

@@ -6,12 +6,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..math import usable
+
 SAMPLE_SIZE = 20_000  # configs per head kept for figures: a fixed cost however large the data
-
-
-def labelled(residuals: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """[n] bool: the configs that have an energy (loss weight > 0) and a finite residual."""
-    return (weights > 0) & torch.isfinite(residuals)
 
 
 class ResidualLedger:
@@ -36,14 +33,14 @@ class ResidualLedger:
         return self._parts[0]
 
     def rows(self):
-        """(counts, residuals, loss weights, positions) of the labelled, finite configs."""
+        """(counts, residuals, loss weights, positions) of the usable configs (``math.usable``)."""
         columns = self.columns()
         if columns is None:
             return None
         counts, residuals, weights = columns
         positions = torch.as_tensor(self.positions[:len(residuals)], dtype=torch.long, device=residuals.device)
-        usable = labelled(residuals, weights)
-        return counts[usable].double(), residuals[usable], weights[usable], positions[usable]
+        kept = usable(residuals, weights)
+        return counts[kept].double(), residuals[kept], weights[kept], positions[kept]
 
 
 class ResidualSample:
@@ -59,5 +56,5 @@ class ResidualSample:
         if columns is None:
             return np.zeros((0, 0)), np.zeros(0)
         counts, residuals, weights = (column[:self.limit] for column in columns)
-        usable = labelled(residuals, weights)
-        return counts[usable].double().cpu().numpy(), residuals[usable].cpu().numpy()
+        kept = usable(residuals, weights)
+        return counts[kept].double().cpu().numpy(), residuals[kept].cpu().numpy()

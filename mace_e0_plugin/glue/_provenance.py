@@ -7,6 +7,7 @@ is built from the estimate's report (``io.provenance_from_report``).
 """
 
 import json
+from dataclasses import asdict, dataclass
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -19,6 +20,17 @@ FORMAT = 1
 FOUNDATION = "foundation"  # the E0s of the model being fine-tuned (its starting E0s)
 ISOLATED_ATOMS = "isolated_atoms"  # computed at the new level: meaningful along the null space
 E0S_FILE = "e0s_file"  # a JSON {Z: eV}, of unknown origin
+
+
+@dataclass(frozen=True)
+class PriorRecord:
+    """The prior a head used, as the report and the provenance record it (not its values)."""
+
+    kind: str  # FOUNDATION, ISOLATED_ATOMS or E0S_FILE
+    source: str  # what it was read from, for people: a file, or "the foundation model's E0s"
+
+    def to_dict(self) -> Dict[str, str]:
+        return asdict(self)
 
 
 def read_provenance(model: torch.nn.Module) -> Dict[str, dict]:

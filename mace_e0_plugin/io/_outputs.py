@@ -64,9 +64,9 @@ def write_outputs(outputs: Outputs, content: Optional[Mapping[str, object]] = No
     if outputs.figure and draw is not None:
         figures["figure"] = functools.partial(draw, outputs.figure)
     elif outputs.figure and estimate is not None:
-        for head, path in figure_paths(outputs.figure, list(estimate.solutions)).items():
-            figures[f"figure {head}"] = functools.partial(plot_solution, path, head, estimate.solutions[head],
-                                                          estimate.samples.get(head))
+        for head, path in figure_paths(outputs.figure, list(estimate.heads)).items():
+            figures[f"figure {head}"] = functools.partial(plot_solution, path, head, estimate.heads[head].solution,
+                                                          estimate.heads[head].sample)
     for what, make in figures.items():
         try:
             written[what] = make()

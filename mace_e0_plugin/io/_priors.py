@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from ..errors import NAME_ONLY, E0InputError, as_option
-from ..glue import E0S_FILE, FOUNDATION, ISOLATED_ATOMS, frame_energy
+from ..glue import E0S_FILE, FOUNDATION, ISOLATED_ATOMS, PriorRecord, frame_energy
 
 PYTHON_E0S = "a dict of E0s"  # how a prior given as {Z or symbol: eV} is named in reports
 PYTHON_ATOMS = "isolated ase.Atoms"  # ... and one given as a list of isolated atoms
@@ -141,36 +141,36 @@ def atomic_number(key) -> Optional[int]:
 PriorSpec = Union[None, str, os.PathLike, Mapping, Sequence]
 
 
-@dataclass
-class Prior:
-    """A prior resolved from any door's form: ``source`` is what ``choose_prior`` reads."""
+@dataclass(frozen=True)
+class ResolvedPrior:
+    """A prior as resolved from the form a user gives (``PriorSpec``: the ``prior`` option or keyword),
+    its values read: ``source`` is what ``choose_prior`` reads. The report records it as a ``PriorRecord``."""
 
     source: Optional[str] = None  # None (automatic), 'foundation', a file path or a label
     e0s: Optional[Dict[int, float]] = None  # read from that file, dict or list of atoms
     kind: Optional[str] = None  # FOUNDATION, ISOLATED_ATOMS or E0S_FILE (glue); None: from the source
 
 
-def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior") -> Prior:
+def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior") -> ResolvedPrior:
     """What ``--prior`` and ``--E0s_prior`` take (None, 'foundation', a JSON or extxyz file), plus,
     from Python, ``{Z or symbol: eV}`` or a list of isolated-atom ase.Atoms."""
     if prior is None or (isinstance(prior, str) and prior == FOUNDATION):
-        return Prior(prior)
+        return ResolvedPrior(prior)
     if isinstance(prior, (str, os.PathLike)):
         source = str(prior)
-        return Prior(source, read_prior_file(source, energy_key, option))
+        return ResolvedPrior(source, read_prior_file(source, energy_key, option))
     if isinstance(prior, Mapping):
-        return Prior(PYTHON_E0S, e0s_from_mapping(prior, option), E0S_FILE)
+        return ResolvedPrior(PYTHON_E0S, e0s_from_mapping(prior, option), E0S_FILE)
     if isinstance(prior, Sequence) and prior and all(isinstance(a, Atoms) for a in prior):
-        return Prior(PYTHON_ATOMS, isolated_atoms_prior(prior, energy_key, option), ISOLATED_ATOMS)
+        return ResolvedPrior(PYTHON_ATOMS, isolated_atoms_prior(prior, energy_key, option), ISOLATED_ATOMS)
     raise E0InputError("{prior}: {type}; give 'foundation', a JSON or extxyz file, a dict {{Z or symbol: eV}}, or "
                        "a list of isolated-atom ase.Atoms.", prior=as_option(name=option), type=type(prior).__name__)
 
 
 def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
                  isolated_atoms: Optional[Dict[int, float]],
-                 kind: Optional[str] = None) -> Tuple[Optional[Dict[int, float]], Dict[str, str]]:
-    """The prior a head uses, None for the model's own (starting) E0s, and what it is:
-    ``{"kind": KIND, "source": label}``, KIND one of glue's FOUNDATION, ISOLATED_ATOMS and E0S_FILE.
+                 kind: Optional[str] = None) -> Tuple[Optional[Dict[int, float]], PriorRecord]:
+    """The prior a head uses, None for the model's own (starting) E0s, and its record (what it is).
 
     An explicit prior wins (its ``kind`` given, or told from the file name); 'foundation' means
     the model's E0s; by default the data's config_type=IsolatedAtom frames are the prior if there
@@ -178,10 +178,10 @@ def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
     """
     if source not in (None, FOUNDATION):
         kind = kind or (E0S_FILE if source.lower().endswith(".json") else ISOLATED_ATOMS)
-        return file_prior, {"kind": kind, "source": source}
+        return file_prior, PriorRecord(kind, source)
     if source is None and isolated_atoms:
-        return dict(isolated_atoms), {"kind": ISOLATED_ATOMS, "source": "the data's IsolatedAtom frames"}
-    return None, {"kind": FOUNDATION, "source": "the foundation model's E0s"}
+        return dict(isolated_atoms), PriorRecord(ISOLATED_ATOMS, "the data's IsolatedAtom frames")
+    return None, PriorRecord(FOUNDATION, "the foundation model's E0s")
 
 
 def prior_vector(atomic_numbers: Sequence[int], prior: Mapping[int, float],

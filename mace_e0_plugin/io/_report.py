@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..errors import E0InputError, as_option
-from ..glue import METHOD, Estimate, Refit
+from ..glue import METHOD, Estimate, HeadEstimate, Refit
 from ..math import E0Solution
 from ._priors import read_e0s_json
 from ._tables import format_combination
@@ -60,16 +60,16 @@ def _json_number(value: float) -> Optional[float]:
 
 def estimate_report(estimate: Estimate) -> Dict[str, object]:
     """The report of an estimate: every head's entry, with its prior and sampling, and the timing."""
-    def entry(name: str, solution: E0Solution) -> Dict[str, object]:
-        extra = {"prior": estimate.priors[name]} if name in estimate.priors else {}
-        if name in estimate.sampling:
-            extra["sampling"] = estimate.sampling[name]
+    def entry(head: HeadEstimate) -> Dict[str, object]:
+        extra = {"prior": head.prior_record.to_dict()}
+        if head.sampling is not None:
+            extra["sampling"] = head.sampling
         extra["pass_dtype"] = estimate.pass_dtype
-        extra["suspicious_configs"] = suspicious_entries(estimate.suspicious.get(name, []))
-        extra["n_excluded_suspicious"] = estimate.excluded.get(name, 0)
-        return {**solution_entry(solution), **extra}
+        extra["suspicious_configs"] = suspicious_entries(head.suspicious)
+        extra["n_excluded_suspicious"] = head.n_excluded
+        return {**solution_entry(head.solution), **extra}
 
-    return {"heads": {name: entry(name, s) for name, s in estimate.solutions.items()},
+    return {"heads": {name: entry(head) for name, head in estimate.heads.items()},
             "timing": dict(estimate.timing)}
 
 

@@ -80,12 +80,12 @@ def format_suspicious(found, excluded: int = 0) -> str:
 
 def format_estimate(estimate: Estimate) -> str:
     parts = []
-    for head, solution in estimate.solutions.items():
-        parts.append(format_solution(head, solution))
-        if head in estimate.sampling:
-            parts.append(format_sampling(estimate.sampling[head]))
-        if estimate.suspicious.get(head):
-            parts.append(format_suspicious(estimate.suspicious[head], estimate.excluded.get(head, 0)))
+    for name, head in estimate.heads.items():
+        parts.append(format_solution(name, head.solution))
+        if head.sampling is not None:
+            parts.append(format_sampling(head.sampling))
+        if head.suspicious:
+            parts.append(format_suspicious(head.suspicious, head.n_excluded))
     timing = estimate.timing
     if timing:
         parts.append(f"E0 estimate took {timing.get('inference_s', 0.0):.2f} s of inference and "

@@ -9,18 +9,17 @@
 """
 
 from ._combinations import Combination, determined_span, row_space_combinations, split_compositions
-from ._force_slopes import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, ForceSlope,
-                            ForceSlopeStatistics, combination_correction, energy_is_off, energy_z, force_slope,
-                            slope_is_off)
-from ._linear_system import DEFAULT_RCOND, DEFAULT_WEIGHTING, WEIGHTINGS, E0LinearSystem, E0Solution
+from ._force_slopes import (ENERGY_CORRECTION_THRESHOLD, FORCE_SLOPE_TOLERANCE, Z_THRESHOLD, ForceSlopeStatistics,
+                            combination_correction, energy_is_off, energy_z, force_slope, slope_is_off)
+from ._linear_system import DEFAULT_WEIGHTING, WEIGHTINGS, E0LinearSystem, E0Solution, usable
 from ._outliers import SUSPICIOUS_ROBUST_Z, robust_z, suspicious_mask, suspicious_scores
 from ._sampling import stratified_order
 
 __all__ = [
-    "E0LinearSystem", "E0Solution", "WEIGHTINGS", "DEFAULT_WEIGHTING", "DEFAULT_RCOND",
+    "E0LinearSystem", "E0Solution", "WEIGHTINGS", "DEFAULT_WEIGHTING", "usable",
     "Combination", "row_space_combinations", "determined_span", "split_compositions",
     "stratified_order",
     "SUSPICIOUS_ROBUST_Z", "robust_z", "suspicious_mask", "suspicious_scores",
-    "ForceSlopeStatistics", "ForceSlope", "force_slope", "slope_is_off", "energy_z", "energy_is_off",
+    "ForceSlopeStatistics", "force_slope", "slope_is_off", "energy_z", "energy_is_off",
     "combination_correction", "Z_THRESHOLD", "ENERGY_CORRECTION_THRESHOLD", "FORCE_SLOPE_TOLERANCE",
 ]

@@ -42,6 +42,16 @@ DETERMINED_TOLERANCE = 1e-8
 
 _TALLY = ("used", "skipped", "non_finite")
 
+
+def labelled(loss_weights: torch.Tensor) -> torch.Tensor:
+    """[n] bool: the configs that have an energy, i.e. a loss weight > 0 (mace weighs unlabelled ones 0)."""
+    return loss_weights > 0
+
+
+def usable(residuals: torch.Tensor, loss_weights: torch.Tensor) -> torch.Tensor:
+    """[n] bool: labelled configs whose residual is finite: the rows a fit uses."""
+    return labelled(loss_weights) & torch.isfinite(residuals)
+
 class E0LinearSystem:
     """Sufficient statistics of the E0 fit for one head, accumulated on the device of the data.
 
@@ -92,16 +102,16 @@ class E0LinearSystem:
         if selected is None:
             selected = torch.ones_like(residuals, dtype=torch.bool)
         selected = selected.to(device=residuals.device, dtype=torch.bool).reshape(-1)
-        labelled = (loss_weights > 0) & selected
+        labelled_here = labelled(loss_weights) & selected
         finite = torch.isfinite(residuals)
-        used = labelled & finite
+        used = labelled_here & finite
         rows = torch.cat([counts, torch.where(used, residuals, 0.0).unsqueeze(1)], dim=1)
         per_atom = used / counts.sum(dim=1).clamp(min=1.0) ** 2
         fit_weights = per_atom * loss_weights if self.weighting == "per_atom" else used.to(rows)
         self.fit_moments += sign * ((rows * fit_weights.unsqueeze(1)).T @ rows)
         self.rmse_moments += sign * ((rows * per_atom.unsqueeze(1)).T @ rows)
-        self.tally += sign * torch.stack([used.sum(), (selected & ~labelled).sum(),
-                                          (labelled & ~finite).sum()]).to(self.tally)
+        self.tally += sign * torch.stack([used.sum(), (selected & ~labelled_here).sum(),
+                                          (labelled_here & ~finite).sum()]).to(self.tally)
 
     # -- counts ---------------------------------------------------------------------------------
     @property

@@ -2,14 +2,13 @@
 sequence (written once). ``mace-e0``, the Python API and the training door all use them; none of
 the doors imports another."""
 
-from ._options import (AUTOMATIC, DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, DEFAULT_WORKERS, DTYPES, FLAG, OPTIONS,
-                       PASS_DTYPE, POSITIONAL, Option, checked, cli_spelling, default_workers, positive,
-                       training_spelling)
-from ._sequence import GRAPH_DTYPE, EstimateRequest, EstimateSteps, build_request, estimate_sequence, resolve_model
+from ._options import (AUTOMATIC, DEFAULT_BATCH_SIZE, DEFAULT_WEIGHTING, DEFAULT_WORKERS, FLAG, OPTIONS,
+                       PASS_DTYPE, POSITIONAL, Option, checked, cli_spelling, default_workers, training_spelling)
+from ._sequence import GRAPH_DTYPE, EstimateRequest, build_request, estimate_sequence, resolve_model
 
 __all__ = [
-    "OPTIONS", "Option", "AUTOMATIC", "checked", "positive", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE",
-    "DEFAULT_WEIGHTING", "DTYPES", "PASS_DTYPE", "FLAG", "POSITIONAL", "default_workers",
+    "OPTIONS", "Option", "AUTOMATIC", "checked", "cli_spelling", "training_spelling", "DEFAULT_BATCH_SIZE",
+    "DEFAULT_WEIGHTING", "PASS_DTYPE", "FLAG", "POSITIONAL", "default_workers",
     "DEFAULT_WORKERS",
-    "estimate_sequence", "EstimateRequest", "EstimateSteps", "build_request", "resolve_model", "GRAPH_DTYPE",
+    "estimate_sequence", "EstimateRequest", "build_request", "resolve_model", "GRAPH_DTYPE",
 ]

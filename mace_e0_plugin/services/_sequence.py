@@ -12,9 +12,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from ..glue import (HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, default_dtype, estimate_e0s,
+from ..glue import (PriorRecord, HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, default_dtype, estimate_e0s,
                     model_atomic_numbers, model_from, model_heads, read_e0s, select_head)
-from ..io import Prior, choose_prior, prior_from, prior_vector
+from ..io import ResolvedPrior, choose_prior, prior_from, prior_vector
 from ..math import DEFAULT_WEIGHTING
 from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
 
@@ -29,11 +29,11 @@ def resolve_model(model, head: Optional[str] = None, device=None) -> Tuple[torch
     return module, heads[index], index
 
 
-def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Prior, *,
+def build_request(model: torch.nn.Module, head: str, data: LoadedData, resolved_prior: ResolvedPrior, *,
                   fallback: Optional[Mapping[int, float]] = None, weighting: str = DEFAULT_WEIGHTING,
                   max_configs: Optional[int] = None, energy_key: Optional[str] = None,
-                  exclude_suspicious: bool = False) -> Tuple[HeadRequest, Dict[str, str], List[int]]:
-    """One head's request, the prior's description, and the elements the prior lacks (they keep
+                  exclude_suspicious: bool = False) -> Tuple[HeadRequest, List[int]]:
+    """One head's request (its ``prior_record`` says what the prior is), and the elements the prior lacks (they keep
     ``fallback``: the model's own E0s unless the door says otherwise, as training does with the
     foundation's). The doors have checked ``head`` and the options (``_options``)."""
     heads = model_heads(model)
@@ -41,19 +41,20 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, prior: Pr
     elements = model_atomic_numbers(model)
     if fallback is None:
         fallback = dict(zip(elements, read_e0s(model, index)))
-    chosen, info = choose_prior(prior.source, prior.e0s, data.isolated_atoms, kind=prior.kind)
+    chosen, prior_record = choose_prior(resolved_prior.source, resolved_prior.e0s, data.isolated_atoms,
+                                        kind=resolved_prior.kind)
     values, fell_back = prior_vector(elements, chosen or fallback, fallback)
     request = HeadRequest(name=head, index=index, dataset=data.dataset, prior_e0s=values, weighting=weighting,
-                          source=data.source, energy_key=energy_key, max_configs=max_configs, prior=info,
+                          source=data.source, energy_key=energy_key, max_configs=max_configs, prior_record=prior_record,
                           origins=data.origins, exclude_suspicious=exclude_suspicious)
-    return request, info, (fell_back if chosen else [])
+    return request, (fell_back if chosen else [])
 
 
 @dataclass(frozen=True)
 class EstimateRequest:
     """What a door asks of the estimate sequence, for one head: the model and configs in any form
     ``glue.model_from`` and ``glue.data_from`` take, the prior in any form ``io.prior_from`` takes
-    (or a ``Prior``), and the options, checked by the door (``_options``)."""
+    (``io.PriorSpec``), and the options, checked by the door (``_options``)."""
 
     model: object
     configs: object
@@ -64,7 +65,7 @@ class EstimateRequest:
     max_configs: Optional[int] = None
     exclude_suspicious: bool = False
     device: object = None
-    dtype: Optional[str] = PASS_DTYPE  # the network's, in the pass (a copy where the model's differs)
+    pass_dtype: Optional[str] = PASS_DTYPE  # the network's, in the pass (a copy where the model's differs)
     batch_size: int = DEFAULT_BATCH_SIZE
     num_workers: int = 0
     forces_key: Optional[str] = None
@@ -81,7 +82,7 @@ class EstimateSteps:
     head: str
     data: LoadedData
     request: HeadRequest
-    prior: Dict[str, str]  # {"kind", "source"}
+    prior_record: PriorRecord
     lacking: List[int]  # elements the prior lacks: they keep the model's E0s
     estimate: Estimate
 
@@ -93,14 +94,14 @@ class EstimateSteps:
 def estimate_sequence(asked: EstimateRequest) -> EstimateSteps:
     """One head's estimate: prior, model, head, data, request, estimate. Nothing is changed in the
     caller's objects, and nothing is written."""
-    prior = asked.prior if isinstance(asked.prior, Prior) else prior_from(asked.prior, asked.energy_key)
+    resolved_prior = prior_from(asked.prior, asked.energy_key)
     with default_dtype(GRAPH_DTYPE):
         module, name, _ = resolve_model(asked.model, asked.head, asked.device)
         data = data_from(asked.configs, module, name, asked.energy_key, asked.forces_key)
-        request, info, lacking = build_request(module, name, data, prior, weighting=asked.weighting,
+        request, lacking = build_request(module, name, data, resolved_prior, weighting=asked.weighting,
                                                max_configs=asked.max_configs, energy_key=asked.energy_key,
                                                exclude_suspicious=asked.exclude_suspicious)
         estimate = estimate_e0s(module, [request], next(module.parameters()).device, batch_size=asked.batch_size,
                                 num_workers=asked.num_workers, distributed=asked.distributed,
-                                progress=asked.progress, sample_limit=asked.sample_size, pass_dtype=asked.dtype)
-    return EstimateSteps(module, name, data, request, info, lacking, estimate)
+                                progress=asked.progress, sample_size=asked.sample_size, pass_dtype=asked.pass_dtype)
+    return EstimateSteps(module, name, data, request, request.prior_record, lacking, estimate)

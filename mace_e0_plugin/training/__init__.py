@@ -14,11 +14,10 @@
 """
 
 from ._adapters import TARGETS, MacePlugin, install, installed_door, mace_has_plugin_hook, uninstall
-from ._compat import REQUIREMENT, TESTED_MACE, UnsupportedMace, incompatibilities
+from ._compat import REQUIREMENT, TESTED_MACE, incompatibilities
 from ._door import TrainingDoor
-from ._run import KEYWORD, E0Fit
+from ._run import E0Fit
 from ._settings import HeadSettings, RunSettings
 
 __all__ = ["E0Fit", "RunSettings", "HeadSettings", "MacePlugin", "install", "uninstall", "installed_door",
-           "mace_has_plugin_hook", "TARGETS", "TrainingDoor", "KEYWORD", "TESTED_MACE", "REQUIREMENT",
-           "UnsupportedMace", "incompatibilities"]
+           "mace_has_plugin_hook", "TARGETS", "TrainingDoor", "TESTED_MACE", "REQUIREMENT", "incompatibilities"]

@@ -60,8 +60,8 @@ def refit_later_commands(settings: RunSettings, head: HeadSettings, model_path: 
         estimate += ["--energy-key", head.energy_key]
     if multihead:
         estimate += ["--head", head.name]
-    if head.prior.source is not None:
-        estimate += ["--prior", str(head.prior.source)]
+    if head.resolved_prior.source is not None:
+        estimate += ["--prior", str(head.resolved_prior.source)]
     if head.weighting != DEFAULT_WEIGHTING:
         estimate += ["--weighting", head.weighting]
     if head.exclude_suspicious:

@@ -110,12 +110,12 @@ def _head_settings(args, name: str, head: dict) -> HeadSettings:
     try:
         energy_key = head.get("energy_key", args.energy_key)
         values = {option: OPTIONS[option].value(given(option)) for option in HEAD_OPTIONS}
-        prior = prior_from(given("prior"), energy_key)
+        resolved_prior = prior_from(given("prior"), energy_key)
     except E0InputError as error:  # where a heads: block set it, say which head and where
         spell = functools.partial(training_spelling, head=name, head_options=head)
         ours = any(OPTIONS[option].train.lstrip("-") in head for option in OUR_OPTIONS)
         raise E0InputError((f"head '{name}': " if ours else "") + error.render(spell)) from None
     train_files = head.get("train_file", args.train_file)
-    return HeadSettings(name=name, weighting=values["weighting"], prior=prior, energy_key=energy_key,
+    return HeadSettings(name=name, weighting=values["weighting"], resolved_prior=resolved_prior, energy_key=energy_key,
                         train_files=(train_files,) if isinstance(train_files, str) else tuple(train_files or ()),
                         refit=MODES[values["refit"]], exclude_suspicious=values["exclude_suspicious"])

@@ -23,6 +23,7 @@ The rules it keeps, whoever drives it:
 import contextlib
 import functools
 import logging
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 from ase.data import chemical_symbols
@@ -158,15 +159,15 @@ class E0Fit:
         estimate = estimate_e0s(model, requests, device, batch_size=settings.batch_size,
                                 num_workers=settings.num_workers, pin_memory=settings.pin_memory,
                                 distributed=distributed, progress=(rank == 0),
-                                sample_limit=SAMPLE_SIZE if plotting else 0, pass_dtype=settings.pass_dtype)
+                                sample_size=SAMPLE_SIZE if plotting else 0, pass_dtype=settings.pass_dtype)
         for request in requests:
             for copy in copies:
                 write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
         if rank == 0:  # who reports names broken-looking labels by their place in the training file
-            for request in requests:
-                estimate.suspicious[request.name] = locate_in_files(
-                    request.dataset, estimate.suspicious.get(request.name, []),
-                    settings.heads[request.name].train_files)
+            estimate = replace(estimate, heads={
+                request.name: replace(estimate.heads[request.name], suspicious=locate_in_files(
+                    request.dataset, estimate.heads[request.name].suspicious, settings.heads[request.name].train_files))
+                for request in requests})
         content = estimate_report(estimate)
         if rank == 0:
             log.info("\n" + format_estimate(estimate))
@@ -178,9 +179,9 @@ class E0Fit:
 
     def _warn_suspicious(self, estimate) -> None:
         """One warning per broken-looking label, before the first epoch, naming it."""
-        for head, found in estimate.suspicious.items():
-            left_out = estimate.excluded.get(head, 0)
-            for entry in found:
+        for head, head_estimate in estimate.heads.items():
+            left_out = head_estimate.n_excluded
+            for entry in head_estimate.suspicious:
                 where = (f"config {entry['index']} of {entry['file']}" if entry.get("located")
                          else f"training config {entry['index']} of {self.settings.heads[head].source}")
                 log.warning(f"head '{head}': {where} looks like "
@@ -200,10 +201,10 @@ class E0Fit:
                                    f"in this run (model heads: {', '.join(heads)}).")
             data = LoadedData(without_replication(datasets[name], self._n_train_configs.get(name)),
                               self._isolated_atoms.get(name, {}), head.source)
-            request, prior_info, lacking = build_request(
-                model, name, data, head.prior, fallback=foundation, weighting=head.weighting,
+            request, lacking = build_request(
+                model, name, data, head.resolved_prior, fallback=foundation, weighting=head.weighting,
                 energy_key=head.energy_key, exclude_suspicious=head.exclude_suspicious)
-            log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {prior_info['source']}"
+            log.info(f"head '{name}': the prior of --E0s={KEYWORD} is {request.prior_record.source}"
                      + (f"; it lacks {_symbols(lacking)}, which keep the foundation's E0s" if lacking else ""))
             requests.append(request)
         return requests

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Optional, Tuple
 
 from ..glue import DEFAULT_MODE, MODES
-from ..io import Prior
+from ..io import ResolvedPrior
 from ..math import DEFAULT_WEIGHTING
 from ..services import DEFAULT_BATCH_SIZE, PASS_DTYPE
 
@@ -23,7 +23,8 @@ class HeadSettings:
     name: str = "Default"
     energy_key: Optional[str] = None  # of the reference energy: named in messages and refit-later commands
     train_files: Tuple[str, ...] = ()  # where broken labels are named, and what a later refit reads
-    prior: Prior = field(default_factory=Prior)  # automatic: the data's IsolatedAtom energies if any, else the foundation's
+    # The prior as resolved (io.prior_from); default automatic: the data's IsolatedAtom energies if any, else the foundation's.
+    resolved_prior: ResolvedPrior = field(default_factory=ResolvedPrior)
     weighting: str = DEFAULT_WEIGHTING
     refit: FrozenSet[str] = MODES[DEFAULT_MODE]  # when to re-solve: EPOCH, FINAL, both, or neither
     exclude_suspicious: bool = False  # fit without broken-looking labels
