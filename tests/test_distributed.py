@@ -46,8 +46,8 @@ def _estimate_worker(rank, world_size, folder):
     model = torch.load(folder / "foundation.model", weights_only=False)
     _, _, tuned = setup_from(folder, model)
     estimate = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, distributed=True, progress=False)
-    torch.save({"e0s": estimate.solutions["Default"].e0s, "n_configs": estimate.solutions["Default"].n_configs},
-               folder / f"rank{rank}.pt")
+    solution = estimate.heads["Default"].solution
+    torch.save({"e0s": solution.e0s, "n_configs": solution.n_configs}, folder / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -89,7 +89,7 @@ def test_sharded_collection_equals_one_process(shared_setup, world_size):
     folder = shared_setup
     model = torch.load(folder / "foundation.model", weights_only=False)
     _, _, tuned = setup_from(folder, model)
-    single = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, progress=False).solutions["Default"]
+    single = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, progress=False).heads["Default"].solution
 
     results = spawn(_estimate_worker, world_size, folder)
 
@@ -98,7 +98,7 @@ def test_sharded_collection_equals_one_process(shared_setup, world_size):
     assert results[0]["e0s"] == pytest.approx(single.e0s, abs=1e-8)
     # The test has power: one shard alone gives other E0s on these data.
     alone = estimate_e0s(model, [request(model, shard(tuned, 0, world_size))], "cpu", batch_size=5,
-                         progress=False).solutions["Default"]
+                         progress=False).heads["Default"].solution
     assert max(abs(a - b) for a, b in zip(alone.e0s, single.e0s)) > 1e-4
     expected = [synthetic.LEVEL_A.e0s[z] + SHIFTS[z] for z in (1, 6, 8)]
     assert single.e0s == pytest.approx(expected, abs=0.1)
@@ -144,7 +144,8 @@ def test_training_entry_writes_every_copy_and_leaves_the_replay_head_alone(share
     foundation_row = [synthetic.LEVEL_A.e0s[z] for z in (1, 6, 8)]
     model = torch.load(folder / "foundation.model", weights_only=False)
     _, _, tuned = setup_from(folder, model)
-    expected = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5, progress=False).solutions["Default"].e0s
+    expected = estimate_e0s(model, [request(model, tuned)], "cpu", batch_size=5,
+                            progress=False).heads["Default"].solution.e0s
     for copies in written:
         for rows in copies.values():
             assert rows[0].tolist() == foundation_row  # pt_head untouched

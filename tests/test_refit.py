@@ -162,7 +162,7 @@ def test_an_optimizer_that_revisits_the_data_refits_from_one_pass(two_heads):
         train_on(model, fixed_batches(replay, tuned), loss_fn)
     # One pass over the Default data, each config once, whatever the loss saw.
     expected = estimate_e0s(model, [default_request(model, tuned)], "cpu", batch_size=4,
-                            progress=False).solutions["Default"].e0s
+                            progress=False).heads["Default"].solution.e0s
     (refit,) = refitter.epoch_end(epoch=0)
 
     assert not loss_fn._forward_hooks
@@ -234,7 +234,7 @@ def own_optimum(path, train_file, index=0, head="Default"):
     try:
         data = load_data([str(train_file)], model, head, "REF_energy")
         request = HeadRequest(name=head, index=index, dataset=data.dataset, prior_e0s=read_e0s(model, index))
-        return estimate_e0s(model, [request], "cpu", batch_size=16, progress=False).solutions[head]
+        return estimate_e0s(model, [request], "cpu", batch_size=16, progress=False).heads[head].solution
     finally:
         torch.set_default_dtype(previous)
 

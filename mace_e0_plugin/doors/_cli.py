@@ -87,7 +87,7 @@ def estimate(args) -> int:
         progress=rank == 0, sample_size=SAMPLE_SIZE if args.plot else 0))
     if rank != 0:
         return EXIT_OK
-    print(f"prior: {steps.prior_record.source}"
+    print(f"prior: {steps.head_estimate.prior_record.source}"
           + (f" (it lacks {_symbols(steps.lacking)}, which keep the model's E0s)" if steps.lacking else ""))
     print(format_estimate(steps.estimate))
     written = write_outputs(outputs, estimate_report(steps.estimate), steps.estimate)

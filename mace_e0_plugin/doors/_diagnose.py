@@ -83,15 +83,16 @@ def diagnose(model, configs, energy_key: Optional[str], forces_key: Optional[str
                                                         len(atomic_numbers), next(module.parameters()).device)
     model_e0s = read_e0s(module, steps.request.index)
     # Each E0 beside the prior, where the prior is not the model's own E0s (and has the element).
-    prior_e0s = ({} if steps.prior_record.kind == FOUNDATION else
+    head_estimate = steps.head_estimate
+    prior_e0s = ({} if head_estimate.prior_record.kind == FOUNDATION else
                  {z: e for z, e in zip(atomic_numbers, steps.request.prior_e0s) if z not in steps.lacking})
-    solution = steps.solution
-    counts, residuals = steps.estimate.heads[name].sample.arrays()
+    solution = head_estimate.solution
+    counts, residuals = head_estimate.sample.arrays()
     names = {"MODEL": str(model) if isinstance(model, (str, os.PathLike)) else "MODEL",
              "DATA": _data_names(configs), "K": energy_key or "energy"}
     entry = head_entry(solution, statistics, model_e0s, prior_e0s, names)
-    entry["prior"] = steps.prior_record.to_dict()
-    entry["suspicious_configs"] = suspicious_entries(steps.estimate.heads[name].suspicious)
+    entry["prior"] = head_estimate.prior_record.to_dict()
+    entry["suspicious_configs"] = suspicious_entries(head_estimate.suspicious)
     forces = {atomic_numbers[i]: arrays for i, arrays in force_sample.items()}
     return Diagnosis(name, entry, atomic_numbers, counts, residuals, forces)
 

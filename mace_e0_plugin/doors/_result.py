@@ -26,7 +26,7 @@ class E0Result:
 
     @property
     def solution(self) -> E0Solution:
-        return self.estimate.solutions[self.head]
+        return self.estimate.heads[self.head].solution
 
     def _by_element(self, values) -> Dict[int, float]:
         return {int(z): float(v) for z, v in zip(self.solution.atomic_numbers, values)}

@@ -19,12 +19,12 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def network_for_pass(model: torch.nn.Module, dtype=None) -> torch.nn.Module:
-    """The network a pass runs: ``model`` itself, or a copy in ``dtype`` ('float32', 'float64' or a
+def network_for_pass(model: torch.nn.Module, pass_dtype=None) -> torch.nn.Module:
+    """The network a pass runs: ``model`` itself, or a copy in ``pass_dtype`` ('float32', 'float64' or a
     torch dtype; None: the model's own). The copy leaves the model, its E0s and its training alone."""
-    if dtype is None:
+    if pass_dtype is None:
         return model
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dtype = getattr(torch, pass_dtype) if isinstance(pass_dtype, str) else pass_dtype
     if next(model.parameters()).dtype == dtype:
         return model
     return copy.deepcopy(model).to(dtype)

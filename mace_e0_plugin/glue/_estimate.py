@@ -59,16 +59,12 @@ class HeadEstimate:
 
 @dataclass(frozen=True)
 class Estimate:
-    """One pass's estimate: a record per head, and what the pass cost."""
+    """One pass's estimate: a record per head (``heads[name].solution`` is that head's E0s), and what
+    the pass cost. The one place each head's results live: nothing else keys them by head."""
 
-    heads: Dict[str, HeadEstimate]
+    heads: Dict[str, HeadEstimate]  # in the order of the requests
     timing: Dict[str, float] = field(default_factory=dict)  # inference_s, solve_s
     pass_dtype: str = ""  # the dtype the network ran in
-
-    @property
-    def solutions(self) -> Dict[str, E0Solution]:
-        """``{head: its solution}``: a view of ``heads``."""
-        return {name: head.solution for name, head in self.heads.items()}
 
 
 def estimate_e0s(model: torch.nn.Module, requests: Sequence[HeadRequest], device, batch_size: int,

@@ -44,17 +44,17 @@ class ResidualLedger:
 
 
 class ResidualSample:
-    """Counts and residuals of a pass's first ``limit`` configs, for figures: a fixed cost however
-    large the data, read from the pass's ledger and copied to the host once, by ``arrays``."""
+    """Counts and residuals of a pass's first ``size`` configs (``sample_size``), for figures: a fixed
+    cost however large the data, read from the pass's ledger and copied to the host once, by ``arrays``."""
 
-    def __init__(self, ledger: ResidualLedger, limit: int = SAMPLE_SIZE):
-        self.ledger, self.limit = ledger, limit
+    def __init__(self, ledger: ResidualLedger, size: int = SAMPLE_SIZE):
+        self.ledger, self.size = ledger, size
 
     def arrays(self) -> Tuple[np.ndarray, np.ndarray]:
         """(counts [k, n_elements], residuals [k]) of the sampled configs that have an energy."""
         columns = self.ledger.columns()
         if columns is None:
             return np.zeros((0, 0)), np.zeros(0)
-        counts, residuals, weights = (column[:self.limit] for column in columns)
+        counts, residuals, weights = (column[:self.size] for column in columns)
         kept = usable(residuals, weights)
         return counts[kept].double().cpu().numpy(), residuals[kept].cpu().numpy()

@@ -5,7 +5,7 @@ from ._diagnosis_figure import plot_diagnosis
 from ._estimate_figure import build_figure, draw_corrections, save_figure
 from ._files import save_torch, write_atomically, write_error, write_json
 from ._outputs import Outputs, write_outputs
-from ._priors import ResolvedPrior, choose_prior, prior_from, prior_vector, read_prior_file
+from ._priors import PriorSpec, ResolvedPrior, choose_prior, prior_from, prior_vector, read_prior_file
 from ._report import (estimate_report, provenance_from_report, read_e0s_or_report, read_report,
                       report_path, report_with_refits, suspicious_entries)
 from ._tables import (format_check, format_combination, format_diagnosis, format_estimate, format_provenance,
@@ -13,7 +13,7 @@ from ._tables import (format_check, format_combination, format_diagnosis, format
 
 __all__ = [
     # priors
-    "ResolvedPrior", "prior_from", "choose_prior", "prior_vector", "read_prior_file",
+    "PriorSpec", "ResolvedPrior", "prior_from", "choose_prior", "prior_vector", "read_prior_file",
     # the report
     "estimate_report", "report_with_refits", "report_path",
     "read_report", "read_e0s_or_report", "provenance_from_report", "suspicious_entries",

@@ -53,11 +53,11 @@ def write_outputs(outputs: Outputs, content: Optional[Mapping[str, object]] = No
     if outputs.report and content is not None:
         written["report"] = write_json(outputs.report, dict(content))
     if outputs.e0s_json and estimate is not None:
-        if len(estimate.solutions) != 1:
+        if len(estimate.heads) != 1:
             raise E0InputError(f"{outputs.e0s_json}: an E0s file holds one head, and there are "
-                               f"{len(estimate.solutions)}; write the report instead.")
-        (solution,) = estimate.solutions.values()
-        written["e0s_json"] = write_json(outputs.e0s_json, e0s_mapping(solution))
+                               f"{len(estimate.heads)}; write the report instead.")
+        (head,) = estimate.heads.values()
+        written["e0s_json"] = write_json(outputs.e0s_json, e0s_mapping(head.solution))
     if outputs.model and model is not None:
         written["model"] = save_torch(outputs.model, model)
     figures: Dict[str, Callable[[], str]] = {}

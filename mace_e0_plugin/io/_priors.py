@@ -144,7 +144,8 @@ PriorSpec = Union[None, str, os.PathLike, Mapping, Sequence]
 @dataclass(frozen=True)
 class ResolvedPrior:
     """A prior as resolved from the form a user gives (``PriorSpec``: the ``prior`` option or keyword),
-    its values read: ``source`` is what ``choose_prior`` reads. The report records it as a ``PriorRecord``."""
+    its values read. ``choose_prior`` turns it, with the data's isolated atoms, into the values a head
+    uses and their ``PriorRecord`` (what the report and the provenance say)."""
 
     source: Optional[str] = None  # None (automatic), 'foundation', a file path or a label
     e0s: Optional[Dict[int, float]] = None  # read from that file, dict or list of atoms
@@ -167,18 +168,18 @@ def prior_from(prior: PriorSpec, energy_key: Optional[str], option: str = "prior
                        "a list of isolated-atom ase.Atoms.", prior=as_option(name=option), type=type(prior).__name__)
 
 
-def choose_prior(source: Optional[str], file_prior: Optional[Dict[int, float]],
-                 isolated_atoms: Optional[Dict[int, float]],
-                 kind: Optional[str] = None) -> Tuple[Optional[Dict[int, float]], PriorRecord]:
-    """The prior a head uses, None for the model's own (starting) E0s, and its record (what it is).
+def choose_prior(resolved_prior: ResolvedPrior, isolated_atoms: Optional[Dict[int, float]]
+                 ) -> Tuple[Optional[Dict[int, float]], PriorRecord]:
+    """The prior's values a head uses ({Z: eV}; None for the model's own, starting, E0s), and its record.
 
     An explicit prior wins (its ``kind`` given, or told from the file name); 'foundation' means
-    the model's E0s; by default the data's config_type=IsolatedAtom frames are the prior if there
-    are any, else the model's E0s.
+    the model's E0s; by default (``source`` None) the data's config_type=IsolatedAtom frames
+    (``isolated_atoms``) are the prior if there are any, else the model's E0s.
     """
+    source = resolved_prior.source
     if source not in (None, FOUNDATION):
-        kind = kind or (E0S_FILE if source.lower().endswith(".json") else ISOLATED_ATOMS)
-        return file_prior, PriorRecord(kind, source)
+        kind = resolved_prior.kind or (E0S_FILE if source.lower().endswith(".json") else ISOLATED_ATOMS)
+        return resolved_prior.e0s, PriorRecord(kind, source)
     if source is None and isolated_atoms:
         return dict(isolated_atoms), PriorRecord(ISOLATED_ATOMS, "the data's IsolatedAtom frames")
     return None, PriorRecord(FOUNDATION, "the foundation model's E0s")

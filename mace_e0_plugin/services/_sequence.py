@@ -8,13 +8,13 @@ summed in float64 (``glue.residuals_in_float64``). The caller's default dtype is
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import torch
 
-from ..glue import (PriorRecord, HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, default_dtype, estimate_e0s,
-                    model_atomic_numbers, model_from, model_heads, read_e0s, select_head)
-from ..io import ResolvedPrior, choose_prior, prior_from, prior_vector
+from ..glue import (HeadEstimate, HeadRequest, LoadedData, SAMPLE_SIZE, Estimate, data_from, default_dtype,
+                    estimate_e0s, model_atomic_numbers, model_from, model_heads, read_e0s, select_head)
+from ..io import PriorSpec, ResolvedPrior, choose_prior, prior_from, prior_vector
 from ..math import DEFAULT_WEIGHTING
 from ._options import DEFAULT_BATCH_SIZE, PASS_DTYPE
 
@@ -41,8 +41,7 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, resolved_
     elements = model_atomic_numbers(model)
     if fallback is None:
         fallback = dict(zip(elements, read_e0s(model, index)))
-    chosen, prior_record = choose_prior(resolved_prior.source, resolved_prior.e0s, data.isolated_atoms,
-                                        kind=resolved_prior.kind)
+    chosen, prior_record = choose_prior(resolved_prior, data.isolated_atoms)
     values, fell_back = prior_vector(elements, chosen or fallback, fallback)
     request = HeadRequest(name=head, index=index, dataset=data.dataset, prior_e0s=values, weighting=weighting,
                           source=data.source, energy_key=energy_key, max_configs=max_configs, prior_record=prior_record,
@@ -53,13 +52,13 @@ def build_request(model: torch.nn.Module, head: str, data: LoadedData, resolved_
 @dataclass(frozen=True)
 class EstimateRequest:
     """What a door asks of the estimate sequence, for one head: the model and configs in any form
-    ``glue.model_from`` and ``glue.data_from`` take, the prior in any form ``io.prior_from`` takes
-    (``io.PriorSpec``), and the options, checked by the door (``_options``)."""
+    ``glue.model_from`` and ``glue.data_from`` take, the prior as the user gave it (``io.PriorSpec``,
+    resolved by ``io.prior_from``), and the options, checked by the door (``_options``)."""
 
     model: object
     configs: object
     energy_key: Optional[str] = None
-    prior: object = None
+    prior: PriorSpec = None
     head: Optional[str] = None
     weighting: str = DEFAULT_WEIGHTING
     max_configs: Optional[int] = None
@@ -82,13 +81,13 @@ class EstimateSteps:
     head: str
     data: LoadedData
     request: HeadRequest
-    prior_record: PriorRecord
     lacking: List[int]  # elements the prior lacks: they keep the model's E0s
     estimate: Estimate
 
     @property
-    def solution(self):
-        return self.estimate.solutions[self.head]
+    def head_estimate(self) -> HeadEstimate:
+        """The head's record in ``estimate``: its solution, prior record, suspicious configs, sample."""
+        return self.estimate.heads[self.head]
 
 
 def estimate_sequence(asked: EstimateRequest) -> EstimateSteps:
@@ -99,9 +98,9 @@ def estimate_sequence(asked: EstimateRequest) -> EstimateSteps:
         module, name, _ = resolve_model(asked.model, asked.head, asked.device)
         data = data_from(asked.configs, module, name, asked.energy_key, asked.forces_key)
         request, lacking = build_request(module, name, data, resolved_prior, weighting=asked.weighting,
-                                               max_configs=asked.max_configs, energy_key=asked.energy_key,
-                                               exclude_suspicious=asked.exclude_suspicious)
+                                         max_configs=asked.max_configs, energy_key=asked.energy_key,
+                                         exclude_suspicious=asked.exclude_suspicious)
         estimate = estimate_e0s(module, [request], next(module.parameters()).device, batch_size=asked.batch_size,
                                 num_workers=asked.num_workers, distributed=asked.distributed,
                                 progress=asked.progress, sample_size=asked.sample_size, pass_dtype=asked.pass_dtype)
-    return EstimateSteps(module, name, data, request, request.prior_record, lacking, estimate)
+    return EstimateSteps(module, name, data, request, lacking, estimate)

@@ -182,7 +182,7 @@ class Refitter:
         """One no-grad pass and solve (a diverged network's NaN energies raise: the refit fails)."""
         estimate: Estimate = estimate_e0s(self.model, requests, self.device, distributed=self.distributed,
                                           progress=self.rank == 0, pass_dtype=self.pass_dtype, **self.loader)
-        return estimate.solutions
+        return {name: head.solution for name, head in estimate.heads.items()}
 
     # -- the final refit ------------------------------------------------------------------------
     def final(self, checkpoint_io, stage_two: bool, refit: bool = True) -> List[Refit]:

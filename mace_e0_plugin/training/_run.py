@@ -162,7 +162,7 @@ class E0Fit:
                                 sample_size=SAMPLE_SIZE if plotting else 0, pass_dtype=settings.pass_dtype)
         for request in requests:
             for copy in copies:
-                write_e0s(copy, request.index, estimate.solutions[request.name].e0s)
+                write_e0s(copy, request.index, estimate.heads[request.name].solution.e0s)
         if rank == 0:  # who reports names broken-looking labels by their place in the training file
             estimate = replace(estimate, heads={
                 request.name: replace(estimate.heads[request.name], suspicious=locate_in_files(
