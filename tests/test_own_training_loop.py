@@ -13,6 +13,7 @@ from mace_e0_plugin.glue import default_dtype
 
 EXAMPLE = PROJECT / "examples" / "own_training_loop.py"
 SAME_SUMS = 1e-9  # eV: the same float64 sums, in another batch order
+PER_ATOM_SHIFT = 0.05  # eV per atom added to the network's energies between the first estimate and the refit
 
 
 def example():
@@ -79,3 +80,31 @@ def test_the_example_runs_end_to_end(foundation, planted_train, tmp_path):
     assert torch.equal(e0_row(saved), e0_row(model))
     assert [refit.kind for refit in fit.refitter.refits] == ["final"]
     assert e0_row(saved).tolist() == fit.refitter.saved_e0s["Default"]
+
+
+def test_an_epoch_refit_alone_reports_the_e0s_of_the_model_the_loop_saves(foundation, planted_train, tmp_path):
+    """No final refit and no checkpoints: the report's E0s are those the last epoch refit left in the
+    model, not the first estimate's."""
+    own_loop = example()
+    with default_dtype(torch.float64):
+        model = torch.load(foundation.path, weights_only=False)
+        loader = own_loop.torch_geometric.dataloader.DataLoader(own_loop.graphs(model, planted_train), batch_size=8)
+        head = own_loop.HeadSettings(energy_key="REF_energy", train_files=(str(planted_train),), refit=frozenset({"epoch"}))
+        fit = own_loop.E0Fit(own_loop.RunSettings(heads={"Default": head}, foundation=str(foundation.path),
+                                                  pass_dtype="float64", results_dir=str(tmp_path), name="epochs"))
+        loss_fn = own_loop.modules.WeightedEnergyForcesLoss(energy_weight=1.0, forces_weight=10.0)
+        fit.start(model, loader, "cpu", loss_fn=loss_fn)
+        first = e0_row(model).clone()
+        model.scale_shift.shift.add_(PER_ATOM_SHIFT)  # the network's energies moved: the refit takes it off the E0s
+        fit.epoch_start(0)
+        for batch in loader:
+            loss_fn(pred=model(batch.to_dict(), training=True, compute_force=True), ref=batch)
+        fit.epoch_end(0)
+        fit.finish()
+    assert (e0_row(model) - (first - PER_ATOM_SHIFT)).abs().max() < 1e-6  # every E0 took the shift off
+    written = json.loads((tmp_path / "epochs_E0s_linear_system.json").read_text())["heads"]["Default"]
+    reported = [written["E0s"][str(z)] for z in sorted(foundation.e0s)]
+    estimated = [written["estimated_E0s"][str(z)] for z in sorted(foundation.e0s)]
+    assert reported == pytest.approx(e0_row(model).tolist(), abs=1e-12)  # the JSON's digits
+    assert estimated == pytest.approx(first.tolist(), abs=1e-12)
+    assert max(abs(a - b) for a, b in zip(reported, estimated)) > PER_ATOM_SHIFT / 2  # not the first estimate

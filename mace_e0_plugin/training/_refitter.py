@@ -218,9 +218,13 @@ class Refitter:
         except Exception as error:
             raise RefitFailed(FINAL, None) from error
         self._write(self.final_requests, solutions)
+        self.read_model_e0s()
+        return self._record(solutions, FINAL, None, time.perf_counter() - started)
+
+    def read_model_e0s(self) -> None:
+        """``saved_e0s`` from the model itself: what a loop that saves the model it holds saves."""
         for request in self.epoch_requests + self.final_requests:
             self.saved_e0s[request.name] = read_e0s(self.model, request.index)
-        return self._record(solutions, FINAL, None, time.perf_counter() - started)
 
     def _refit_checkpoint(self, checkpoint: dict, path: str, epoch: int) -> List[Refit]:
         started = time.perf_counter()

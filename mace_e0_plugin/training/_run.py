@@ -242,10 +242,14 @@ class E0Fit:
                           else refitter.final_in_place())
                 self._log_refits(refits)
                 refitted = True
-        if not refitted and checkpoint_io is not None:  # the E0s mace will save, for the report
-            with self._output_guard("reading the E0s of the checkpoints mace saves from", "the report keeps "
-                                    "the E0s of the last estimate or refit that succeeded"):
-                refitter.final(checkpoint_io, stage_two=self.stage_two, refit=False)
+        if not refitted:  # the E0s that will be saved, for the report: mace's checkpoints', or the model's
+            step = ("reading the E0s of the checkpoints mace saves from" if checkpoint_io is not None
+                    else "reading the E0s of the model")
+            with self._output_guard(step, "the report keeps the E0s of the last estimate or refit that succeeded"):
+                if checkpoint_io is not None:
+                    refitter.final(checkpoint_io, stage_two=self.stage_two, refit=False)
+                else:
+                    refitter.read_model_e0s()
         with self._output_guard("recording the E0 provenance in the model mace saves",
                                 "the saved model's E0s; it carries no provenance"):
             # mace reloads weights into this object, then saves a copy of it
